@@ -1,0 +1,20 @@
+#pragma once
+// Each verb of the cmdr-iad CLI lives in its own apps/cmd_<verb>.cpp and registers itself
+// with one add_<verb>(root) function listed in main.cpp. Global options (--threads, --seed,
+// --quiet) are parsed by main.cpp and read through globals().
+#include <CLI/CLI.hpp>
+#include <cstdint>
+
+namespace cmdr::app {
+
+struct Globals {
+  int threads = 0;      // 0: all hardware threads
+  uint64_t seed = 0;
+  bool quiet = false;
+};
+Globals& globals();
+
+void add_info(CLI::App& root);
+// Verbs added by later work register here (one line each).
+
+}  // namespace cmdr::app

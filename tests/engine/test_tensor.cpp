@@ -1,0 +1,88 @@
+#include <doctest/doctest.h>
+
+#include "engine/error.hpp"
+#include "engine/rng.hpp"
+#include "engine/storage.hpp"
+#include "engine/tensor.hpp"
+
+using namespace cmdr;
+
+TEST_CASE("tensor views share storage and index correctly") {
+  Tensor t = Tensor::empty({2, 3, 4});
+  for (int64_t i = 0; i < 24; ++i) t.data()[i] = static_cast<float>(i);
+  Tensor p = t.permute({2, 0, 1});
+  CHECK(p.shape() == Shape{4, 2, 3});
+  CHECK(p.shares_storage(t));
+  CHECK(!p.is_contiguous());
+  CHECK(p.at({3, 1, 2}) == t.at({1, 2, 3}));
+  Tensor s = t.slice(2, 1, 4, 2);  // columns 1, 3
+  CHECK(s.shape() == Shape{2, 3, 2});
+  CHECK(s.at({1, 2, 1}) == 23.0f);
+  Tensor c = p.contiguous();
+  CHECK(c.is_contiguous());
+  CHECK(!c.shares_storage(t));
+  std::vector<float> v = c.to_vector();
+  CHECK(v[0] == 0.0f);
+  CHECK(v[1] == 4.0f);  // p[0,0,1] = t[0,1,0]
+  CHECK(t.narrow(1, 1, 2).select(0, 1).at({0, 0}) == 16.0f);
+  CHECK(t.transpose(0, 2).shape() == Shape{4, 3, 2});
+  CHECK(t.reshape({-1, 4}).shape() == Shape{6, 4});
+  CHECK(t.unsqueeze(1).shape() == Shape{2, 1, 3, 4});
+  CHECK(t.unsqueeze(1).squeeze(1).shape() == Shape{2, 3, 4});
+}
+
+TEST_CASE("tensor concat and copies") {
+  Tensor a = Tensor::full({2, 2}, 1.0f), b = Tensor::full({2, 3}, 2.0f);
+  Tensor c = Tensor::concat({a, b}, 1);
+  CHECK(c.shape() == Shape{2, 5});
+  CHECK(c.at({1, 1}) == 1.0f);
+  CHECK(c.at({1, 4}) == 2.0f);
+  CHECK_THROWS_AS(Tensor::concat({a, b}, 0), Error);
+  Tensor t = Tensor::zeros({3, 4});
+  t.transpose(0, 1).slice(0, 1, 2).fill_(5.0f);  // column 1
+  CHECK(t.at({2, 1}) == 5.0f);
+  CHECK(t.at({2, 0}) == 0.0f);
+}
+
+TEST_CASE("tensor errors name the op and shapes") {
+  Tensor t = Tensor::zeros({2, 3});
+  CHECK_THROWS_WITH_AS(t.view({4, 2}), doctest::Contains("[2, 3]"), Error);
+  CHECK_THROWS_WITH_AS(t.transpose(0, 1).view({6}), doctest::Contains("not contiguous"), Error);
+  CHECK_THROWS_AS(t.at({2, 0}), Error);
+  CHECK_THROWS_AS(t.slice(1, 2, 5), Error);
+  CHECK_THROWS_AS(t.permute({0, 0}), Error);
+}
+
+TEST_CASE("allocator tracks current and peak bytes") {
+  int64_t before = memory_stats().current_bytes;
+  reset_peak_memory();
+  {
+    Tensor t = Tensor::empty({1000});
+    CHECK(memory_stats().current_bytes == before + 4000);
+    CHECK(reinterpret_cast<uintptr_t>(t.data()) % 64 == 0);
+  }
+  CHECK(memory_stats().current_bytes == before);
+  CHECK(memory_stats().peak_bytes >= before + 4000);
+}
+
+TEST_CASE("rng is deterministic per seed") {
+  Rng a(42), b(42), c(43);
+  for (int i = 0; i < 100; ++i) {
+    uint64_t x = a.next_u64();
+    CHECK(x == b.next_u64());
+    (void)c;
+  }
+  CHECK(Rng(1).next_u64() != Rng(2).next_u64());
+  Rng r(7);
+  double sum = 0, sq = 0;
+  for (int i = 0; i < 20000; ++i) {
+    double v = r.normal();
+    sum += v;
+    sq += v * v;
+  }
+  CHECK(std::abs(sum / 20000) < 0.03);
+  CHECK(std::abs(sq / 20000 - 1.0) < 0.05);
+  std::vector<int> v{0, 1, 2, 3, 4, 5};
+  r.shuffle(v);
+  CHECK(v.size() == 6);
+}
