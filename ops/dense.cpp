@@ -74,7 +74,7 @@ std::shared_ptr<MatmulPrim> get_prim(const Mat& a, const Mat& b, int64_t c_sb, i
                                      bool bias, float alpha) {
   const bool batched = a.batch > 1;
   const std::string k = du::key("matmul", a.batch, a.rows, a.cols, b.cols, a.sb, a.sr, a.sc, b.sb,
-                                b.sr, b.sc, c_sb, c_sr, bias);
+                                b.sr, b.sc, c_sb, c_sr, bias, std::bit_cast<uint32_t>(alpha));
   return du::cached<MatmulPrim>(k, [&] {
     auto amd = md(a.batch, a.rows, a.cols, a.sb, a.sr, a.sc, batched);
     auto bmd = md(b.batch, b.rows, b.cols, b.sb, b.sr, b.sc, batched);

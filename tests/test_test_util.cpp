@@ -1,5 +1,5 @@
 // Self-test of tests/test_util.hpp: the helpers must be able to fail.
-#include "test_util.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cmdr;
 

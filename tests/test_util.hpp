@@ -1,5 +1,5 @@
 #pragma once
-// Shared test helpers (header-only): tolerance checks with a max-abs / max-rel report,
+// Shared test helpers (header-only; #include "tests/test_util.hpp"): tolerance checks with a max-abs / max-rel report,
 // fixture loading, and central finite differences.
 //
 //   auto r = test::compare(got, want, /*rtol=*/1e-4, /*atol=*/1e-6);
