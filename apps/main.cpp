@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
 
   add_info(root);
   add_metrics(root);
+  add_init_extractors(root);
+  add_features(root);
 
   try {
     root.parse(argc, argv);
