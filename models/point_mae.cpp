@@ -187,69 +187,73 @@ std::vector<int64_t> knn_indices(const Tensor& points, const Tensor& queries, in
 // ---- mini-PointNet --------------------------------------------------------------------------
 namespace {
 
-// BatchNorm1d over rows: x [R, C] -> [R, C]. Sample statistics (training-mode formula, no
-// running-stat update) unless cfg.bn_running_stats (SPEC 4.2 step 3).
+// BatchNorm1d on channels-major activations x [C, R] (R = G·K points): viewed as
+// [1, C, R] so every channel's statistics run over contiguous memory. Sample statistics
+// (training-mode formula, float64 in the op, no running-stat update) unless
+// cfg.bn_running_stats (SPEC 4.2 step 3).
 Tensor encoder_bn(const PointMaeConfig& c, const Tensor& x, const Tensor& w, const Tensor& b,
                   const Tensor& rm, const Tensor& rv) {
-  const int64_t R = x.size(0), C = x.size(1);
-  Tensor x3 = x.view({R, C, 1});  // [B, C, L] with L = 1: BatchNorm1d on (N, C)
+  const int64_t C = x.size(0), R = x.size(1);
+  Tensor x3 = x.view({1, C, R});
   Tensor y = c.bn_running_stats
                  ? ops::batch_norm_forward(x3, w, b, rm, rv, /*training=*/false, 0.1f, c.bn_eps)
                  : ops::batch_norm_forward(x3, w, b, Tensor(), Tensor(), /*training=*/true, 0.1f,
                                            c.bn_eps);
-  return y.view({R, C});
+  return y.view({C, R});
 }
 
-Tensor conv1x1_weight(const Tensor& w) {
-  return w.view({w.size(0), w.size(1)});
+// Conv1d(kernel 1) on channels-major x [Cin, R]: W [Cout, Cin(, 1)] · x + b -> [Cout, R].
+Tensor conv1x1(const Tensor& w, const Tensor& x, const Tensor& b) {
+  Tensor y = ops::matmul_forward(w.view({w.size(0), w.size(1)}), x);
+  if (!b.defined()) return y;
+  return ops::add_forward(y, b.view({b.size(0), 1}));
 }
 
 }  // namespace
 
 // neighborhood [G, K, 3] -> tokens [G, dim].
-// Conv1d(kernel 1) over [G, Cin, K] is a Linear over the G·K points, so activations are
-// kept points-major [G·K, C] (one GEMM each). The second_conv input [g broadcast ; f] is
-// never materialised: W·[g; f] = W_g·g (once per group) + W_f·f (exact up to rounding,
-// SPEC 10), which halves that layer and saves a G·K × 2c2 buffer.
+// Activations are channels-major [C, G·K] (PyTorch's [G, C, K] with the group axis moved
+// out), so each Conv1d(kernel 1) is one GEMM and BatchNorm / max-over-points read
+// contiguous rows. The second_conv input [g broadcast ; f] is never materialised:
+// W·[g; f] = W_g·g (once per group) + W_f·f, exact up to rounding (SPEC 10); it halves that
+// layer and saves a 2c2 × G·K buffer.
 Tensor point_mae_encoder_forward(const PointMae& m, const Tensor& neighborhood) {
   const PointMaeConfig& c = m.cfg;
   CMDR_CHECK(neighborhood.dim() == 3 && neighborhood.size(2) == 3,
              "point_mae encoder: ", "neighborhood ", neighborhood.str(), " must be [G, K, 3]");
   const int64_t G = neighborhood.size(0), K = neighborhood.size(1), R = G * K;
-  Tensor x = neighborhood.contiguous().view({R, 3});
-  Tensor h = ops::linear_forward(x, conv1x1_weight(m.encoder_first_conv_0_weight),
-                                 m.encoder_first_conv_0_bias);  // [R, c1]
+  Tensor x = neighborhood.reshape({R, 3}).transpose(0, 1).contiguous();               // [3, R]
+  Tensor h = conv1x1(m.encoder_first_conv_0_weight, x, m.encoder_first_conv_0_bias);  // [c1, R]
+  x = Tensor();
   h = encoder_bn(c, h, m.encoder_first_conv_1_weight, m.encoder_first_conv_1_bias,
                  m.encoder_first_conv_1_running_mean, m.encoder_first_conv_1_running_var);
   h = ops::relu_forward(h);
-  Tensor f = ops::linear_forward(h, conv1x1_weight(m.encoder_first_conv_3_weight),
-                                 m.encoder_first_conv_3_bias);  // [R, c2]
+  Tensor f = conv1x1(m.encoder_first_conv_3_weight, h, m.encoder_first_conv_3_bias);  // [c2, R]
   h = Tensor();
-  Tensor g = ops::max_forward(f.view({G, K, c.enc_c2}), 1, false, nullptr);  // [G, c2]
-  Tensor w2 = conv1x1_weight(m.encoder_second_conv_0_weight);                // [c3, 2c2]
-  Tensor wg = w2.narrow(1, 0, c.enc_c2).contiguous(),
-         wf = w2.narrow(1, c.enc_c2, c.enc_c2).contiguous();
-  Tensor hg = ops::linear_forward(g, wg, Tensor());                      // [G, c3]
-  Tensor hf = ops::linear_forward(f, wf, m.encoder_second_conv_0_bias);  // [R, c3]
+  Tensor g = ops::max_forward(f.view({c.enc_c2, G, K}), 2, false, nullptr);  // [c2, G]
+  Tensor w2 = m.encoder_second_conv_0_weight.view({c.enc_c3, 2 * c.enc_c2});
+  Tensor wg = w2.narrow(1, 0, c.enc_c2).contiguous();         // acts on the global feature
+  Tensor wf = w2.narrow(1, c.enc_c2, c.enc_c2).contiguous();  // acts on the point feature
+  Tensor hg = ops::matmul_forward(wg, g);                     // [c3, G]
+  Tensor hf = conv1x1(wf, f, m.encoder_second_conv_0_bias);   // [c3, R]
   f = g = Tensor();
-  h = ops::add_forward(hf.view({G, K, c.enc_c3}), hg.view({G, 1, c.enc_c3})).view({R, c.enc_c3});
+  h = ops::add_forward(hf.view({c.enc_c3, G, K}), hg.view({c.enc_c3, G, 1})).view({c.enc_c3, R});
   hf = hg = Tensor();
   h = encoder_bn(c, h, m.encoder_second_conv_1_weight, m.encoder_second_conv_1_bias,
                  m.encoder_second_conv_1_running_mean, m.encoder_second_conv_1_running_var);
-  // ReLU, Conv1d(c3 -> dim), max over points: per chunk of groups, so the [R, dim] output
-  // never exists in full.
-  Tensor tokens = Tensor::empty({G, c.dim});
-  const Tensor w3 = conv1x1_weight(m.encoder_second_conv_3_weight);
-  const int64_t chunk = 64;
+  // ReLU, Conv1d(c3 -> dim), max over points, per chunk of groups: the [dim, R] output and
+  // a second [c3, R] buffer never exist in full.
+  Tensor tokens_t = Tensor::empty({c.dim, G});
+  const int64_t chunk = 128;
   for (int64_t g0 = 0; g0 < G; g0 += chunk) {
     const int64_t n = std::min(chunk, G - g0);
-    Tensor r = ops::relu_forward(h.narrow(0, g0 * K, n * K));
-    Tensor y = ops::linear_forward(r, w3, m.encoder_second_conv_3_bias);  // [n·K, dim]
+    Tensor r = ops::relu_forward(h.narrow(1, g0 * K, n * K));  // [c3, n·K]
+    Tensor y = conv1x1(m.encoder_second_conv_3_weight, r, m.encoder_second_conv_3_bias);
     r = Tensor();
-    Tensor mx = ops::max_forward(y.view({n, K, c.dim}), 1, false, nullptr);  // [n, dim]
-    tokens.narrow(0, g0, n).copy_(mx);
+    Tensor mx = ops::max_forward(y.view({c.dim, n, K}), 2, false, nullptr);  // [dim, n]
+    tokens_t.narrow(1, g0, n).copy_(mx);
   }
-  return tokens;
+  return tokens_t.transpose(0, 1).contiguous();  // [G, dim]
 }
 
 PointMaeOutput point_mae_forward(const PointMae& m, const Tensor& points, PointMaeTrace* trace) {

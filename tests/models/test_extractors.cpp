@@ -259,3 +259,22 @@ TEST_CASE("point_mae full size on hash weights (1024 groups of 128, ~40k points)
   Tensor want = f.get("valid", /*convert=*/true);
   CHECK(test::bit_identical(valid, want));
 }
+
+TEST_CASE("full-size parameter lists match WEIGHTS.md (counts and totals)") {
+  DinoVit vit;
+  auto vs = vit.param_specs();
+  int64_t n = 0;
+  for (const auto& s : vs) n += shape_numel(s.shape);
+  CHECK(vs.size() == 150);  // WEIGHTS.md: 150 tensors
+  CHECK(n == 85'807'872);   // WEIGHTS.md: 85,807,872 parameters
+  PointMae pm;
+  auto ps = pm.param_specs();
+  n = 0;
+  for (const auto& s : ps) n += shape_numel(s.shape);
+  // WEIGHTS.md table: encoder 16 tensors, pos_embed 4, 12 blocks × 11, norm 2 (plus the two
+  // I64 num_batches_tracked written separately). Parameter total worked out by hand from
+  // the table: encoder 495,744 (with running stats) + pos 50,048 + blocks 12 × 1,773,312 +
+  // norm 768.
+  CHECK(ps.size() == 154);
+  CHECK(n == 21'826'304);
+}
