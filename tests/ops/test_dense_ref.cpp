@@ -5,6 +5,7 @@
 #include <string>
 
 #include "engine/threads.hpp"
+#include "ops/gemm.hpp"
 #include "ops/ops.hpp"
 #include "ops/reference_dense.hpp"
 #include "tests/test_util.hpp"
@@ -319,4 +320,21 @@ TEST_CASE("dense ops: op table names") {
   CHECK(std::string(ops::op_name(ops::Op::ConvTranspose2d)) == "conv_transpose2d");
   CHECK(std::string(ops::op_name(ops::Op::IndexAdd)) == "index_add");
   CHECK(std::string(ops::op_name(ops::Op::Attention)) == "attention");
+}
+
+TEST_CASE("dense ops: hot GEMM shapes use optimised oneDNN kernels (no reference fallback)") {
+  using ops::detail::Mat;
+  // linear forward: x [M, K] · Wᵀ (W [N, K] viewed transposed)
+  const Mat x{nullptr, {}, {}, 512, 768, 768, 1}, wt = Mat{nullptr, {}, {}, 960, 768, 768, 1}.t();
+  CHECK(ops::detail::gemm_impl(x, wt).find("ref") == std::string::npos);
+  // linear dW: dyᵀ [N, M] · x [M, K]
+  const Mat dyt = Mat{nullptr, {}, {}, 512, 960, 960, 1}.t();
+  CHECK(ops::detail::gemm_impl(dyt, x).find("ref") == std::string::npos);
+  // windowed attention scores: q windows [B, H, nw] of [128, 48] from a packed qkv layout
+  // (row stride 3·H·d) times kᵀ
+  const int64_t sT = 3 * 8 * 48;
+  const Mat qw{nullptr, {1, 8, 4}, {512 * sT, 48, 128 * sT}, 128, 48, sT, 1};
+  const std::string impl = ops::detail::gemm_impl(qw, qw.t());
+  CAPTURE(impl);
+  CHECK(impl.find("ref") == std::string::npos);
 }
