@@ -326,8 +326,7 @@ Tensor reduce_to_shape(const Tensor& t, const Shape& shape) {
   const int64_t lead = t.dim() - static_cast<int64_t>(shape.size());
   if (lead > 0) {
     Shape s2{-1};
-    s2.insert(s2.end(), shape.size() == 0 ? t.shape().end() : t.shape().end() - shape.size(),
-              t.shape().end());
+    s2.insert(s2.end(), t.shape().end() - static_cast<int64_t>(shape.size()), t.shape().end());
     r = sum_forward(r.reshape(s2), 0, false);
   }
   for (std::size_t d = 0; d < shape.size(); ++d)
@@ -336,23 +335,33 @@ Tensor reduce_to_shape(const Tensor& t, const Shape& shape) {
   return r.reshape(shape);
 }
 
+namespace {
+// dy must have the broadcast shape of the two operands.
+void check_binary_grad(const char* op, const Tensor& dy, const Shape& a, const Shape& b) {
+  check_defined(op, "dy", dy);
+  const Shape out = broadcast_shapes(op, a, b);
+  CMDR_CHECK(dy.shape() == out, op, ": dy ", dy.str(), " vs the broadcast of a ", shape_str(a),
+             " and b ", shape_str(b), " (", shape_str(out), ")");
+}
+}  // namespace
+
 BinaryGrads add_backward(const Tensor& dy, const Shape& a_shape, const Shape& b_shape) {
-  check_defined("add_backward", "dy", dy);
+  check_binary_grad("add_backward", dy, a_shape, b_shape);
   return {reduce_to_shape(dy, a_shape), reduce_to_shape(dy, b_shape)};
 }
 BinaryGrads sub_backward(const Tensor& dy, const Shape& a_shape, const Shape& b_shape) {
-  check_defined("sub_backward", "dy", dy);
+  check_binary_grad("sub_backward", dy, a_shape, b_shape);
   return {reduce_to_shape(dy, a_shape), scale(reduce_to_shape(dy, b_shape), -1.0f)};
 }
 BinaryGrads mul_backward(const Tensor& dy, const Tensor& a, const Tensor& b) {
-  check_defined("mul_backward", "dy", dy);
+  check_binary_grad("mul_backward", dy, a.shape(), b.shape());
   return {reduce_to_shape(mul_forward(dy, b), a.shape()),
           reduce_to_shape(mul_forward(dy, a), b.shape())};
 }
 // d(a/b)/da = 1/b; d(a/b)/db = −a/b² (computed as −(dy/b)·(a/b), PyTorch's order differs
 // only in rounding).
 BinaryGrads div_backward(const Tensor& dy, const Tensor& a, const Tensor& b) {
-  check_defined("div_backward", "dy", dy);
+  check_binary_grad("div_backward", dy, a.shape(), b.shape());
   const Tensor gb = div_forward(dy, b);
   const Tensor q = div_forward(a, b);
   return {reduce_to_shape(gb, a.shape()),

@@ -212,27 +212,30 @@ Tensor l2_normalize_backward(const Tensor& dy, const Tensor& x, int64_t axis, fl
   Tensor dx = Tensor::empty(xc.shape());
   float* dp = dx.data();
   const int64_t rows = s.outer * s.inner;
-  parallel_chunks(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(s.n, 1)),
-                  [&](int64_t r0, int64_t r1) {
-                    for (int64_t r = r0; r < r1; ++r) {
-                      const float* v = xp + r * s.n;
-                      const float* g = gp + r * s.n;
-                      float* o = dp + r * s.n;
-                      double ss = 0.0, dot = 0.0;
+  parallel_chunks(
+      rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(s.n, 1)), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* v = xp + r * s.n;
+          const float* g = gp + r * s.n;
+          float* o = dp + r * s.n;
+          double ss = 0.0, dot = 0.0;
 #pragma omp simd reduction(+ : ss, dot)
-                      for (int64_t k = 0; k < s.n; ++k) {
-                        ss += static_cast<double>(v[k]) * static_cast<double>(v[k]);
-                        dot += static_cast<double>(v[k]) * static_cast<double>(g[k]);
-                      }
-                      const double nrm = std::sqrt(ss);
-                      const bool active = nrm >= static_cast<double>(eps);
-                      const double d = active ? nrm : static_cast<double>(eps);
-                      const float c1 = static_cast<float>(1.0 / d);
-                      const float c2 = active ? static_cast<float>(dot / (d * d * d)) : 0.0f;
+          for (int64_t k = 0; k < s.n; ++k) {
+            ss += static_cast<double>(v[k]) * static_cast<double>(v[k]);
+            dot += static_cast<double>(v[k]) * static_cast<double>(g[k]);
+          }
+          const double nrm = std::sqrt(ss);
+          const bool active = nrm >= static_cast<double>(eps);
+          const double d = active ? nrm : static_cast<double>(eps);
+          // In double: the two terms cancel (exactly, when n = 1).
+          const double c1 = 1.0 / d;
+          const double c2 = active ? dot / (d * d * d) : 0.0;
 #pragma omp simd
-                      for (int64_t k = 0; k < s.n; ++k) o[k] = g[k] * c1 - v[k] * c2;
-                    }
-                  });
+          for (int64_t k = 0; k < s.n; ++k)
+            o[k] =
+                static_cast<float>(static_cast<double>(g[k]) * c1 - static_cast<double>(v[k]) * c2);
+        }
+      });
   return s.inner == 1 ? dx : axis_back(dx, s, x.shape());
 }
 
@@ -305,15 +308,17 @@ BinaryGrads cosine_similarity_backward(const Tensor& dy, const Tensor& a, const 
                       const double da = std::max(na, static_cast<double>(eps));
                       const double db = std::max(nb, static_cast<double>(eps));
                       const double cs = ab / (da * db), g = gp[r];
-                      const float c = static_cast<float>(g / (da * db));
-                      const float ka = na >= eps ? static_cast<float>(g * cs / (da * na)) : 0.0f;
-                      const float kb = nb >= eps ? static_cast<float>(g * cs / (db * nb)) : 0.0f;
+                      // In double: the two terms of each gradient cancel (n = 1, a ∥ b).
+                      const double c = g / (da * db);
+                      const double ka = na >= eps ? g * cs / (da * na) : 0.0;
+                      const double kb = nb >= eps ? g * cs / (db * nb) : 0.0;
                       float* ga = dap + r * s.n;
                       float* gb = dbp + r * s.n;
 #pragma omp simd
                       for (int64_t k = 0; k < s.n; ++k) {
-                        ga[k] = v[k] * c - u[k] * ka;
-                        gb[k] = u[k] * c - v[k] * kb;
+                        const double x = u[k], z = v[k];
+                        ga[k] = static_cast<float>(z * c - x * ka);
+                        gb[k] = static_cast<float>(x * c - z * kb);
                       }
                     }
                   });

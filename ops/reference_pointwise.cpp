@@ -379,21 +379,31 @@ Tensor reduce_to_shape(const Tensor& t, const Shape& shape) {
   return out;
 }
 
+namespace {
+// dy must have the broadcast shape of the two operands.
+void check_binary_grad(const char* op, const Tensor& dy, const Shape& a, const Shape& b) {
+  check_defined(op, "dy", dy);
+  const Shape out = broadcast_shapes(op, a, b);
+  CMDR_CHECK(dy.shape() == out, op, ": dy ", dy.str(), " vs the broadcast of a ", shape_str(a),
+             " and b ", shape_str(b), " (", shape_str(out), ")");
+}
+}  // namespace
+
 BinaryGrads add_backward(const Tensor& dy, const Shape& a_shape, const Shape& b_shape) {
-  check_defined("add_backward", "dy", dy);
+  check_binary_grad("add_backward", dy, a_shape, b_shape);
   return {reduce_to_shape(dy, a_shape), reduce_to_shape(dy, b_shape)};
 }
 BinaryGrads sub_backward(const Tensor& dy, const Shape& a_shape, const Shape& b_shape) {
-  check_defined("sub_backward", "dy", dy);
+  check_binary_grad("sub_backward", dy, a_shape, b_shape);
   return {reduce_to_shape(dy, a_shape), scale(reduce_to_shape(dy, b_shape), -1.0f)};
 }
 BinaryGrads mul_backward(const Tensor& dy, const Tensor& a, const Tensor& b) {
-  check_defined("mul_backward", "dy", dy);
+  check_binary_grad("mul_backward", dy, a.shape(), b.shape());
   return {reduce_to_shape(mul_forward(dy, b), a.shape()),
           reduce_to_shape(mul_forward(dy, a), b.shape())};
 }
 BinaryGrads div_backward(const Tensor& dy, const Tensor& a, const Tensor& b) {
-  check_defined("div_backward", "dy", dy);
+  check_binary_grad("div_backward", dy, a.shape(), b.shape());
   // d(a/b)/db = −a/b²
   Tensor db = binary("div_backward", a, b, [](float u, float v) { return -u / (v * v); });
   return {reduce_to_shape(div_forward(dy, b), a.shape()),
