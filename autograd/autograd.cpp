@@ -206,11 +206,13 @@ void backward(const Var& root, const Tensor& seed, bool retain_graph) {
   }
 
   // Refuse before touching any gradient, so a failed call leaves .grad unchanged.
-  for (Node* n : order)
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    const Node* n = *it;  // root first: the error names the op nearest the root
     CMDR_CHECK(n->is_leaf || !n->released, "backward: trying to backward through the ",
                "graph a second time: the saved tensors of ", n->name(), " (output ", n->value.str(),
                ") were freed by a previous backward; pass retain_graph=true to ",
                "the first backward");
+  }
 
   std::unordered_map<Node*, Tensor> pending;
   pending.emplace(r, seed);

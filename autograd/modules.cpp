@@ -98,6 +98,23 @@ StateDict Module::state_dict() {
   return sd;
 }
 
+std::vector<std::string> Module::state_dict_keys() {
+  // Pre-order walk with an explicit stack (children pushed in reverse to pop in order).
+  std::vector<std::string> keys;
+  std::vector<std::pair<std::string, Module*>> stack{{"", this}};
+  while (!stack.empty()) {
+    auto [prefix, m] = stack.back();
+    stack.pop_back();
+    for (auto& [name, v] : m->params_)
+      if (v->defined()) keys.push_back(prefix + name);
+    for (auto& [name, t] : m->buffers_)
+      if (t->defined()) keys.push_back(prefix + name);
+    for (auto it = m->children_.rbegin(); it != m->children_.rend(); ++it)
+      stack.emplace_back(prefix + it->first + ".", it->second);
+  }
+  return keys;
+}
+
 std::vector<std::string> Module::load_state_dict(const StateDict& sd, bool strict,
                                                  std::vector<std::string>* missing_out) {
   std::vector<std::pair<std::string, Var*>> p;

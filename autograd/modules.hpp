@@ -32,6 +32,8 @@ class Module {
   // Parameters + buffers (running stats; num_batches_tracked stored as a float tensor of
   // shape [] here, written as I64 by the checkpoint writer).
   StateDict state_dict();
+  // The state_dict keys in PyTorch's order (own parameters, own buffers, then children).
+  std::vector<std::string> state_dict_keys();
   // The tensors share storage with the module (as PyTorch's state_dict does): clone() them
   // to keep a snapshot.
   // Copies values in. strict: every key must be present and no extra keys; shape mismatch

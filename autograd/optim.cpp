@@ -3,9 +3,10 @@
 //   scalars (lr, betas, bias corrections, step size) are computed in double as Python does,
 //   then cast to float where they meet a float32 tensor, as ATen does for a Python scalar.
 // ATen's `t.add_(other, alpha=a)` is vectorised as fmadd(other, a, t) — one fused
-// multiply-add on FMA machines — so axpy() below uses std::fma explicitly (our build has
-// -ffp-contract=off, so nothing else is fused). addcmul/addcdiv are not fused in ATen's
-// vector path: v + (s·g)·g and p + (s·m)/d, evaluated left to right as written here.
+// multiply-add on FMA machines — and Debian's torch (GCC, contraction on) also fuses
+// addcmul's v + (s·g)·g into fma(s·g, g, v); addcdiv's p + (s·m)/d cannot fuse. We write
+// those fma calls explicitly (our build has -ffp-contract=off, so nothing else is fused):
+// with them, tests/autograd/test_optim.cpp reproduces torch's parameters bit for bit.
 #include "autograd/optim.hpp"
 
 #include <cmath>
@@ -105,8 +106,8 @@ void Adam::step() {
       } else if (wd != 0.0) {
         gj = axpy(pv[j], f_wd, gj);  // grad = grad.add(param, alpha=weight_decay)
       }
-      m[j] = axpy(gj, f_1m_beta1, m[j] * f_beta1);   // exp_avg.mul_(b1).add_(g, alpha=1-b1)
-      v[j] = v[j] * f_beta2 + f_1m_beta2 * gj * gj;  // exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2)
+      m[j] = axpy(gj, f_1m_beta1, m[j] * f_beta1);           // exp_avg.mul_(b1).add_(g, alpha=1-b1)
+      v[j] = std::fma(f_1m_beta2 * gj, gj, v[j] * f_beta2);  // mul_(b2).addcmul_(g, g, 1-b2)
       const float denom = std::sqrt(v[j]) / f_bc2_sqrt + f_eps;  // (sqrt(v)/bc2_sqrt).add_(eps)
       pv[j] = pv[j] + f_neg_step * m[j] / denom;  // param.addcdiv_(m, denom, -step_size)
     }
