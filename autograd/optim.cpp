@@ -37,6 +37,63 @@ Tensor grad_of(Var* p, const char* opt) {
   return g.contiguous();
 }
 
+struct AdamConsts {
+  bool decoupled, has_wd;
+  float beta1, one_m_beta1, beta2, one_m_beta2, wd, decay, bc2_sqrt, eps, neg_step;
+};
+
+// One Adam/AdamW update over n elements; elementwise, so the static OpenMP split cannot
+// change any result. sqrt and / are correctly rounded in SIMD too (optim.cpp is built
+// with -fno-math-errno so the loop vectorises; that flag changes no value). The two
+// weight-decay flavours are template parameters so the loop body has no branches.
+template <bool kDecoupled, bool kHasWd>
+void adam_update_t(const float* __restrict g, float* __restrict p, float* __restrict m,
+                   float* __restrict v, int64_t n, const AdamConsts& k) {
+  const float beta1 = k.beta1, one_m_beta1 = k.one_m_beta1, beta2 = k.beta2;
+  const float one_m_beta2 = k.one_m_beta2, wd = k.wd, decay = k.decay, bc2_sqrt = k.bc2_sqrt;
+  const float eps = k.eps, neg_step = k.neg_step;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t j = 0; j < n; ++j) {
+    float gj = g[j];
+    float pj = p[j];
+    if constexpr (kDecoupled && kHasWd) pj = pj * decay;  // param.mul_(1 - lr * weight_decay)
+    if constexpr (!kDecoupled && kHasWd) gj = axpy(pj, wd, gj);  // grad.add(param, alpha=wd)
+    const float mj = axpy(gj, one_m_beta1, m[j] * beta1);        // exp_avg.mul_(b1).add_(g, 1-b1)
+    const float vj = std::fma(one_m_beta2 * gj, gj, v[j] * beta2);  // .addcmul_(g, g, 1-b2)
+    const float denom = std::sqrt(vj) / bc2_sqrt + eps;  // (sqrt(v) / bc2_sqrt).add_(eps)
+    m[j] = mj;
+    v[j] = vj;
+    p[j] = pj + neg_step * mj / denom;  // param.addcdiv_(exp_avg, denom, value=-step_size)
+  }
+}
+
+void adam_update(const float* g, float* p, float* m, float* v, int64_t n, const AdamConsts& k) {
+  if (!k.has_wd) return adam_update_t<false, false>(g, p, m, v, n, k);
+  if (k.decoupled) return adam_update_t<true, true>(g, p, m, v, n, k);
+  return adam_update_t<false, true>(g, p, m, v, n, k);
+}
+
+struct SgdConsts {
+  bool has_wd, has_momentum, first, nesterov;
+  float wd, mu, one_m_damp, neg_lr;
+};
+
+// One SGD update over n elements (buf unused without momentum); elementwise as above.
+void sgd_update(const float* g, float* p, float* buf, int64_t n, const SgdConsts& k) {
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t j = 0; j < n; ++j) {
+    float d = g[j];                         // d_p; the .grad itself is never modified
+    if (k.has_wd) d = axpy(p[j], k.wd, d);  // d_p = d_p.add(param, alpha=weight_decay)
+    if (k.has_momentum) {
+      // first step: buf = clone(d_p); then buf.mul_(momentum).add_(d_p, alpha=1-dampening)
+      const float b = k.first ? d : axpy(d, k.one_m_damp, buf[j] * k.mu);
+      buf[j] = b;
+      d = k.nesterov ? axpy(b, k.mu, d) : b;  // d_p.add(buf, alpha=momentum) or buf
+    }
+    p[j] = axpy(d, k.neg_lr, p[j]);  // param.add_(d_p, alpha=-lr)
+  }
+}
+
 }  // namespace
 
 void Optimizer::zero_grad() {
@@ -79,13 +136,18 @@ void Adam::step() {
   const double step_size = lr / bias_correction1;
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
   // The float32 values ATen uses for these Python scalars.
-  const float f_beta1 = static_cast<float>(beta1), f_1m_beta1 = static_cast<float>(1.0 - beta1);
-  const float f_beta2 = static_cast<float>(beta2), f_1m_beta2 = static_cast<float>(1.0 - beta2);
-  const float f_wd = static_cast<float>(wd);
-  const float f_decay = static_cast<float>(1.0 - lr * wd);
-  const float f_bc2_sqrt = static_cast<float>(bias_correction2_sqrt);
-  const float f_eps = static_cast<float>(eps);
-  const float f_neg_step = static_cast<float>(-step_size);
+  AdamConsts k;
+  k.decoupled = decoupled_;
+  k.has_wd = wd != 0.0;
+  k.beta1 = static_cast<float>(beta1);
+  k.one_m_beta1 = static_cast<float>(1.0 - beta1);
+  k.beta2 = static_cast<float>(beta2);
+  k.one_m_beta2 = static_cast<float>(1.0 - beta2);
+  k.wd = static_cast<float>(wd);
+  k.decay = static_cast<float>(1.0 - lr * wd);
+  k.bc2_sqrt = static_cast<float>(bias_correction2_sqrt);
+  k.eps = static_cast<float>(eps);
+  k.neg_step = static_cast<float>(-step_size);
 
   for (std::size_t i = 0; i < params_.size(); ++i) {
     Var* p = params_[i];
@@ -95,22 +157,7 @@ void Adam::step() {
     CMDR_CHECK(m_[i].shape() == p->value().shape() && v_[i].shape() == p->value().shape(), name,
                ": state for parameter ", i, " has shape ", m_[i].str(), " but the parameter is ",
                p->value().str());
-    const float* gv = g.data();
-    float* m = m_[i].data();
-    float* v = v_[i].data();
-    const int64_t n = p->value().numel();
-    for (int64_t j = 0; j < n; ++j) {
-      float gj = gv[j];
-      if (decoupled_) {
-        if (wd != 0.0) pv[j] = pv[j] * f_decay;  // param.mul_(1 - lr * weight_decay)
-      } else if (wd != 0.0) {
-        gj = axpy(pv[j], f_wd, gj);  // grad = grad.add(param, alpha=weight_decay)
-      }
-      m[j] = axpy(gj, f_1m_beta1, m[j] * f_beta1);           // exp_avg.mul_(b1).add_(g, alpha=1-b1)
-      v[j] = std::fma(f_1m_beta2 * gj, gj, v[j] * f_beta2);  // mul_(b2).addcmul_(g, g, 1-b2)
-      const float denom = std::sqrt(v[j]) / f_bc2_sqrt + f_eps;  // (sqrt(v)/bc2_sqrt).add_(eps)
-      pv[j] = pv[j] + f_neg_step * m[j] / denom;  // param.addcdiv_(m, denom, -step_size)
-    }
+    adam_update(g.data(), pv, m_[i].data(), v_[i].data(), p->value().numel(), k);
   }
 }
 
@@ -129,34 +176,24 @@ SGD::SGD(std::vector<Var*> params, SgdOptions opt) : Optimizer(std::move(params)
 void SGD::step() {
   if (buf_.empty()) buf_.resize(params_.size());
   const double lr = options.lr, mu = options.momentum, wd = options.weight_decay;
-  const float f_wd = static_cast<float>(wd), f_mu = static_cast<float>(mu);
-  const float f_1m_damp = static_cast<float>(1.0 - static_cast<double>(options.dampening));
-  const float f_neg_lr = static_cast<float>(-lr);
+  SgdConsts k;
+  k.has_wd = wd != 0.0;
+  k.has_momentum = mu != 0.0;
+  k.nesterov = options.nesterov;
+  k.wd = static_cast<float>(wd);
+  k.mu = static_cast<float>(mu);
+  k.one_m_damp = static_cast<float>(1.0 - static_cast<double>(options.dampening));
+  k.neg_lr = static_cast<float>(-lr);
   for (std::size_t i = 0; i < params_.size(); ++i) {
     Var* p = params_[i];
     if (!p->grad().defined()) continue;
     Tensor g = grad_of(p, "SGD");
     float* pv = param_data(p, "SGD");
-    const int64_t n = p->value().numel();
-    // d_p = grad (+ weight_decay·param): a fresh copy, the .grad itself is never modified.
-    std::vector<float> d(g.data(), g.data() + n);
-    if (wd != 0.0)
-      for (int64_t j = 0; j < n; ++j) d[j] = axpy(pv[j], f_wd, d[j]);
-    if (mu != 0.0) {
-      if (!buf_[i].defined()) {
-        buf_[i] = Tensor::from_vector(p->value().shape(), d);  // torch.clone(d_p)
-      } else {
-        float* b = buf_[i].data();
-        for (int64_t j = 0; j < n; ++j) b[j] = axpy(d[j], f_1m_damp, b[j] * f_mu);
-      }
-      const float* b = buf_[i].data();
-      if (options.nesterov) {
-        for (int64_t j = 0; j < n; ++j) d[j] = axpy(b[j], f_mu, d[j]);  // d_p.add(buf, alpha=mu)
-      } else {
-        for (int64_t j = 0; j < n; ++j) d[j] = b[j];
-      }
-    }
-    for (int64_t j = 0; j < n; ++j) pv[j] = axpy(d[j], f_neg_lr, pv[j]);  // add_(d_p, alpha=-lr)
+    k.first = k.has_momentum && !buf_[i].defined();
+    if (k.first) buf_[i] = Tensor::empty(p->value().shape());
+    CMDR_CHECK(!k.has_momentum || buf_[i].shape() == p->value().shape(), "SGD: momentum buffer ",
+               buf_[i].str(), " vs parameter ", p->value().str());
+    sgd_update(g.data(), pv, k.has_momentum ? buf_[i].data() : nullptr, p->value().numel(), k);
   }
 }
 
