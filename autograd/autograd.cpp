@@ -242,11 +242,19 @@ void backward(const Var& root, const Tensor& seed, bool retain_graph) {
     }
   }
   if (!retain_graph) {
+    // Free the saved tensors and unlink the graph, so the activations of interior nodes
+    // nobody holds a Var to are freed now even while the caller keeps the loss Var. The
+    // unlinked input pointers are parked until the loop ends (they may own nodes that are
+    // still in `order`). A released node keeps its flag: backward through it again throws.
+    std::vector<std::shared_ptr<Node>> unlinked;
     for (Node* n : order) {
       if (n->is_leaf) continue;
-      n->backward_fn = nullptr;  // drops the captured (saved) tensors
+      n->backward_fn = nullptr;
       n->released = true;
+      for (auto& in : n->inputs) unlinked.push_back(std::move(in));
+      n->inputs.clear();
     }
+    while (!unlinked.empty()) unlinked.pop_back();  // each ~Node is iterative (see above)
   }
 }
 

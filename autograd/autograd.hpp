@@ -7,7 +7,8 @@
 // NoGrad scope every function just calls ops::*_forward and returns a constant Var.
 // backward(loss): reverse topological order from loss, accumulating (+=) into .grad of
 // every Var that requires grad; interior nodes' saved tensors are released afterwards
-// unless retain_graph (a second backward without it throws, naming the op).
+// unless retain_graph (a second backward without it throws, naming the op); a released
+// node also drops its `inputs`, so activations no Var refers to are freed at once.
 #include <functional>
 #include <memory>
 #include <string>

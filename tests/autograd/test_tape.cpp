@@ -173,16 +173,38 @@ TEST_CASE("tape: view functions carry exact gradients") {
 
 TEST_CASE("tape: a very deep graph backpropagates and is freed without recursion") {
   constexpr int kDepth = 200000;
-  Var x(Tensor::from_vector({1}, {2.0f}), true);
-  Var h = x;
-  std::weak_ptr<Node> early;
-  for (int i = 0; i < kDepth; ++i) {
-    h = reshape(h, i % 2 == 0 ? Shape{1, 1} : Shape{1});
-    if (i == 10) early = h.node();
+  for (bool retain : {false, true}) {
+    CAPTURE(retain);
+    Var x(Tensor::from_vector({1}, {2.0f}), true);
+    Var h = x;
+    std::weak_ptr<Node> early;
+    for (int i = 0; i < kDepth; ++i) {
+      h = reshape(h, i % 2 == 0 ? Shape{1, 1} : Shape{1});
+      if (i == 10) early = h.node();
+    }
+    backward(sum(reshape(h, {1}), 0), retain);
+    CHECK(x.grad().item() == 1.0f);
+    // Without retain the backward itself unlinked and freed the chain; with retain, dropping
+    // the last Var frees it (a recursive destructor would blow the stack either way).
+    CHECK(early.expired() == !retain);
+    h = Var();
+    CHECK(early.expired());
   }
-  backward(sum(reshape(h, {1}), 0));
-  CHECK(x.grad().item() == 1.0f);
-  CHECK(!early.expired());
-  h = Var();  // frees a 200k-long chain (a recursive destructor would blow the stack)
-  CHECK(early.expired());
+}
+
+TEST_CASE("tape: a non-retained backward frees interior activations the caller does not hold") {
+  Var x(Tensor::from_vector({3}, {1.0f, 2.0f, 3.0f}), true);
+  Var loss;
+  std::weak_ptr<Node> mid;
+  {
+    Var m = mul(x, x);
+    mid = m.node();
+    loss = sum(m, 0);
+  }
+  CHECK(!mid.expired());  // reachable from the loss
+  backward(loss);
+  CHECK(mid.expired());
+  CHECK(loss.value().item() == 14.0f);  // the loss value itself stays
+  CHECK(x.grad().to_vector() == std::vector<float>{2.0f, 4.0f, 6.0f});
+  CHECK_THROWS_AS(backward(loss), Error);
 }
