@@ -9,7 +9,7 @@
 #include <functional>
 #include <map>
 
-#include "../test_util.hpp"
+#include "tests/test_util.hpp"
 #include "autograd/autograd.hpp"
 
 using namespace cmdr;

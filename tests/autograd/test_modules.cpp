@@ -8,7 +8,7 @@
 #include <sstream>
 #include <string>
 
-#include "../test_util.hpp"
+#include "tests/test_util.hpp"
 #include "autograd/modules.hpp"
 #include "engine/error.hpp"
 

@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "../test_util.hpp"
+#include "tests/test_util.hpp"
 #include "autograd/modules.hpp"
 #include "autograd/optim.hpp"
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <thread>
 
-#include "../test_util.hpp"
+#include "tests/test_util.hpp"
 #include "autograd/autograd.hpp"
 #include "engine/error.hpp"
 
