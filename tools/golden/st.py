@@ -21,7 +21,7 @@ def _np(x):
             x = x.detach().cpu().numpy()
     except ImportError:
         pass
-    return np.ascontiguousarray(np.asarray(x))
+    return np.asarray(x, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
 
 
 def save(path, tensors, metadata=None):
