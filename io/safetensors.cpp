@@ -173,9 +173,9 @@ class HeaderSax {
   bool key(std::string& k) {
     if (ctx_ == Ctx::Top) {
       if (!top_keys_.insert(k).second) {
+        if (k == "__metadata__") return set("duplicate __metadata__ entry");
         tensor_ = k;
-        return set(k == "__metadata__" ? "duplicate __metadata__ entry"
-                                       : "duplicate tensor name (key appears twice)");
+        return set("duplicate tensor name (key appears twice)");
       }
       key_ = k;
       return true;
