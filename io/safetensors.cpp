@@ -27,9 +27,9 @@ struct DTypeRow {
 };
 // The closed dtype table (exact names of the safetensors spec).
 constexpr DTypeRow kDTypes[] = {
-    {DType::F32, "F32", 4, 11}, {DType::F16, "F16", 2, 7},  {DType::BF16, "BF16", 2, 8},
-    {DType::F64, "F64", 8, 12}, {DType::I64, "I64", 8, 13}, {DType::I32, "I32", 4, 9},
-    {DType::I16, "I16", 2, 5},  {DType::I8, "I8", 1, 2},    {DType::U8, "U8", 1, 1},
+    {DType::F32, "F32", 4, 11},  {DType::F16, "F16", 2, 7},  {DType::BF16, "BF16", 2, 8},
+    {DType::F64, "F64", 8, 12},  {DType::I64, "I64", 8, 13}, {DType::I32, "I32", 4, 9},
+    {DType::I16, "I16", 2, 5},   {DType::I8, "I8", 1, 2},    {DType::U8, "U8", 1, 1},
     {DType::BOOL, "BOOL", 1, 0},
 };
 static_assert(sizeof(kDTypes) / sizeof(kDTypes[0]) == 10, "one row per DType");
@@ -65,8 +65,12 @@ float half_to_float(uint16_t h) {
 }
 }  // namespace
 
-const char* dtype_name(DType d) { return row(d).name; }
-int64_t dtype_size(DType d) { return row(d).size; }
+const char* dtype_name(DType d) {
+  return row(d).name;
+}
+int64_t dtype_size(DType d) {
+  return row(d).size;
+}
 
 File::File(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY);
@@ -79,7 +83,8 @@ File::File(const std::string& path) : path_(path) {
   size_ = static_cast<std::size_t>(sb.st_size);
   if (size_ < 8) {
     ::close(fd);
-    fail("safetensors '", path, "': file is ", size_, " bytes, shorter than the 8-byte header length");
+    fail("safetensors '", path, "': file is ", size_,
+         " bytes, shorter than the 8-byte header length");
   }
   void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -127,10 +132,9 @@ File::File(const std::string& path) : path_(path) {
         }
         continue;
       }
-      CMDR_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") &&
-                     v.contains("data_offsets"),
-                 "safetensors '", path, "': tensor '", name,
-                 "' needs dtype, shape and data_offsets");
+      CMDR_CHECK(
+          v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets"),
+          "safetensors '", path, "': tensor '", name, "' needs dtype, shape and data_offsets");
       CMDR_CHECK(v["dtype"].is_string(), "safetensors '", path, "': tensor '", name,
                  "': dtype is not a string");
       std::string dt = v["dtype"].get<std::string>();
@@ -166,8 +170,8 @@ File::File(const std::string& path) : path_(path) {
       CMDR_CHECK(ti.begin <= ti.end && ti.end <= buf, "safetensors '", path, "': tensor '", name,
                  "': data_offsets [", ti.begin, ", ", ti.end, ") outside the ", buf,
                  "-byte data buffer");
-      CMDR_CHECK(ti.end - ti.begin == count * static_cast<uint64_t>(r->size), "safetensors '",
-                 path, "': tensor '", name, "': ", ti.end - ti.begin, " bytes but shape ",
+      CMDR_CHECK(ti.end - ti.begin == count * static_cast<uint64_t>(r->size), "safetensors '", path,
+                 "': tensor '", name, "': ", ti.end - ti.begin, " bytes but shape ",
                  shape_str(ti.shape), " x ", r->name, " needs ", count * r->size);
       tensors_.push_back(std::move(ti));
     }
@@ -195,7 +199,9 @@ File::~File() {
   if (map_) ::munmap(const_cast<uint8_t*>(map_), size_);
 }
 
-bool File::has(const std::string& name) const { return index_.count(name) != 0; }
+bool File::has(const std::string& name) const {
+  return index_.count(name) != 0;
+}
 
 const TensorInfo& File::info(const std::string& name) const {
   auto it = index_.find(name);
@@ -203,7 +209,9 @@ const TensorInfo& File::info(const std::string& name) const {
   return tensors_[it->second];
 }
 
-const uint8_t* File::raw(const std::string& name) const { return data_ + info(name).begin; }
+const uint8_t* File::raw(const std::string& name) const {
+  return data_ + info(name).begin;
+}
 
 Tensor File::get(const std::string& name, bool convert) const {
   const TensorInfo& ti = info(name);
@@ -214,7 +222,9 @@ Tensor File::get(const std::string& name, bool convert) const {
   const uint8_t* p = data_ + ti.begin;
   const int64_t n = t.numel();
   switch (ti.dtype) {
-    case DType::F32: std::memcpy(out, p, n * 4); break;  // memcpy: unaligned-safe
+    case DType::F32:
+      std::memcpy(out, p, n * 4);
+      break;  // memcpy: unaligned-safe
     case DType::F16:
       for (int64_t i = 0; i < n; ++i) {
         uint16_t h;
@@ -333,7 +343,8 @@ void Writer::write(const std::string& path) const {
   for (auto* e : order) {
     const WriteEntry& w = e->second;
     uint64_t n = w.bytes.size();
-    h[e->first] = {{"dtype", dtype_name(w.dtype)}, {"shape", w.shape}, {"data_offsets", {at, at + n}}};
+    h[e->first] = {
+        {"dtype", dtype_name(w.dtype)}, {"shape", w.shape}, {"data_offsets", {at, at + n}}};
     at += n;
   }
   std::string header = h.dump();
@@ -359,7 +370,8 @@ void Writer::write(const std::string& path) const {
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
-    fail("safetensors writer: cannot rename '", tmp, "' to '", path, "' (", std::strerror(errno), ")");
+    fail("safetensors writer: cannot rename '", tmp, "' to '", path, "' (", std::strerror(errno),
+         ")");
   }
 }
 
