@@ -213,4 +213,42 @@ LoadedSample load_sample(const Sample& s, int64_t side) {
   return out;
 }
 
+std::vector<LoadedSample> load_samples(const std::vector<Sample>& samples, int64_t side,
+                                       std::vector<Sample>* kept, std::vector<std::string>* skipped,
+                                       bool quiet) {
+  const int64_t n = static_cast<int64_t>(samples.size());
+  std::vector<LoadedSample> all(samples.size());
+  std::vector<std::string> errors(samples.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      all[size_t(i)] = load_sample(samples[size_t(i)], side);
+    } catch (const std::exception& e) {
+      errors[size_t(i)] = e.what();
+    }
+  }
+  std::vector<LoadedSample> out;
+  if (kept) kept->clear();
+  int64_t bad = 0, nonfinite = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!errors[size_t(i)].empty()) {
+      ++bad;
+      if (!quiet) std::cerr << "cmdr-iad: warning: skipped sample: " << errors[size_t(i)] << "\n";
+      if (skipped) skipped->push_back(errors[size_t(i)]);
+      continue;
+    }
+    nonfinite += all[size_t(i)].nonfinite;
+    out.push_back(std::move(all[size_t(i)]));
+    if (kept) kept->push_back(samples[size_t(i)]);
+  }
+  if (!quiet && bad > 0)
+    std::cerr << "cmdr-iad: warning: " << bad << " of " << n << " sample(s) could not be loaded\n";
+  if (!quiet && nonfinite > 0)
+    std::cerr << "cmdr-iad: warning: " << nonfinite
+              << " NaN/Inf point(s) treated as missing in the loaded clouds\n";
+  CMDR_CHECK(n == 0 || !out.empty(), "load_samples: none of ", n, " sample(s) could be loaded",
+             bad > 0 ? "; first error: " + errors[0] : std::string());
+  return out;
+}
+
 }  // namespace cmdr::io

@@ -52,6 +52,14 @@ struct LoadedSample {
 };
 LoadedSample load_sample(const Sample& s, int64_t side);
 
+// Loads many samples (in parallel; results in input order). A sample whose files fail to
+// decode is reported on stderr (unless quiet) and skipped; `kept` receives the samples that
+// loaded, `skipped` one message per failure. Throws when none loads.
+std::vector<LoadedSample> load_samples(const std::vector<Sample>& samples, int64_t side,
+                                       std::vector<Sample>* kept = nullptr,
+                                       std::vector<std::string>* skipped = nullptr,
+                                       bool quiet = false);
+
 // Raw (untransformed) loads, for tools that need native resolution.
 Tensor load_xyz(const Sample& s, int64_t* nonfinite = nullptr);  // H×W×3
 

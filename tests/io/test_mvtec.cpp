@@ -135,6 +135,16 @@ TEST_CASE("mvtec: unusable samples are reported and skipped, with a count") {
       CHECK_THROWS_WITH_AS(io::load_sample(t, 16), doctest::Contains("stain/rgb/000.png"), Error);
     }
   CHECK(found);
+  // Batch loading skips it with a message and keeps the rest, in order.
+  std::vector<io::Sample> kept;
+  std::vector<std::string> skipped;
+  const auto loaded = io::load_samples(cs.test, 16, &kept, &skipped, true);
+  CHECK(loaded.size() == cs.test.size() - 1);
+  CHECK(kept.size() == loaded.size());
+  REQUIRE(skipped.size() == 1);
+  CHECK(skipped[0].find("stain/rgb/000.png") != std::string::npos);
+  CHECK(kept.front().rgb == cs.test.front().rgb);
+  CHECK(loaded.front().rgb.shape() == Shape{3, 16, 16});
 }
 
 TEST_CASE("mvtec: preprocessed roots (xyz padded to a multiple of 100) are accepted") {
