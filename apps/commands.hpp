@@ -16,6 +16,7 @@ Globals& globals();
 
 void add_info(CLI::App& root);
 void add_inspect(CLI::App& root);  // cmd_inspect.cpp: safetensors contents + SHA-256
+void add_synth(CLI::App& root);  // apps/cmd_synth.cpp
 void add_metrics(CLI::App& root);  // apps/cmd_metrics.cpp (SPEC 8)
 // Verbs added by later work register here (one line each).
 

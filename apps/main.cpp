@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
 
   add_info(root);
   add_inspect(root);
+  add_synth(root);
   add_metrics(root);
 
   try {
