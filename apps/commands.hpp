@@ -15,7 +15,8 @@ struct Globals {
 Globals& globals();
 
 void add_info(CLI::App& root);
-void add_metrics(CLI::App& root);  // apps/cmd_metrics.cpp (SPEC 8)
+void add_metrics(CLI::App& root);     // apps/cmd_metrics.cpp (SPEC 8)
+void add_preprocess(CLI::App& root);  // apps/cmd_preprocess.cpp (SPEC 2)
 // Verbs added by later work register here (one line each).
 
 }  // namespace cmdr::app

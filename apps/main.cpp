@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
 
   add_info(root);
   add_metrics(root);
+  add_preprocess(root);
 
   try {
     root.parse(argc, argv);

@@ -4,13 +4,18 @@
 #include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <iostream>
 #include <limits>
 #include <numeric>
 #include <unordered_map>
 
 #include "engine/error.hpp"
 #include "engine/rng.hpp"
+#include "engine/tensor.hpp"
+#include "io/tiff.hpp"
 
 namespace cmdr::preprocess {
 
@@ -341,6 +346,101 @@ Padded preprocess_cloud(const float* xyz_in, int64_t h, int64_t w, uint64_t seed
   s.clusters = ncl;
   if (stats) *stats = s;
   return out;
+}
+
+}  // namespace cmdr::preprocess
+
+// ---------------------------------------------------------------------------------------
+// Dataset root.
+
+namespace cmdr::preprocess {
+
+namespace fs = std::filesystem;
+
+namespace {
+// FNV-1a of the relative path, mixed with the seed (splitmix64 finaliser).
+uint64_t sample_seed(uint64_t seed, const std::string& rel) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : rel) h = (h ^ ch) * 1099511628211ull;
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (h | 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+bool is_cloud(const fs::path& rel) {
+  const std::string ext = rel.extension().string();
+  return rel.has_parent_path() && rel.parent_path().filename() == "xyz" &&
+         (ext == ".tiff" || ext == ".tif");
+}
+bool inside(const fs::path& a, const fs::path& b) {  // a == b or a under b (canonical)
+  auto ia = a.begin(), ib = b.begin();
+  for (; ib != b.end(); ++ia, ++ib)
+    if (ia == a.end() || *ia != *ib) return false;
+  return true;
+}
+}  // namespace
+
+RootSummary preprocess_root(const std::string& root, const std::string& out, bool force,
+                            uint64_t seed, const Params& p, const Progress& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::error_code ec;
+  CMDR_CHECK(fs::is_directory(root, ec), "preprocess: --data ", root, " is not a directory");
+  const fs::path src = fs::canonical(root);
+  const fs::path dst = fs::weakly_canonical(fs::absolute(out));
+  CMDR_CHECK(!inside(dst, src), "preprocess: --out ", out, " is ", (dst == src ? "" : "inside "),
+             "the input root ", root, " (the input is never modified; choose a new directory)");
+  CMDR_CHECK(!inside(src, dst), "preprocess: the input root ", root, " is inside --out ", out);
+  if (fs::exists(dst)) {
+    CMDR_CHECK(fs::is_directory(dst), "preprocess: --out ", out, " exists and is not a directory");
+    CMDR_CHECK(force || fs::is_empty(dst), "preprocess: --out ", out,
+               " is not empty (use --force to write into it)");
+  }
+  // Every regular file, sorted: a deterministic order and progress count.
+  std::vector<fs::path> files;
+  for (auto it = fs::recursive_directory_iterator(src); it != fs::recursive_directory_iterator();
+       ++it)
+    if (it->is_regular_file()) files.push_back(fs::relative(it->path(), src));
+  std::sort(files.begin(), files.end());
+  CMDR_CHECK(std::any_of(files.begin(), files.end(), is_cloud), "preprocess: no xyz/*.tiff under ",
+             root, " (expected an MVTec 3D-AD root: <class>/<split>/<type>/xyz/*.tiff)");
+
+  RootSummary sum;
+  for (std::size_t k = 0; k < files.size(); ++k) {
+    const fs::path& rel = files[k];
+    const fs::path from = src / rel, to = dst / rel;
+    fs::create_directories(to.parent_path());
+    if (progress)
+      progress(static_cast<int64_t>(k), static_cast<int64_t>(files.size()), rel.string());
+    if (!is_cloud(rel)) {
+      fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+      ++sum.copied;
+      continue;
+    }
+    try {
+      int64_t nonfinite = 0;
+      const Tensor xyz = io::read_xyz_tiff(from.string(), &nonfinite).contiguous();
+      const int64_t h = xyz.size(0), w = xyz.size(1);
+      Stats s;
+      Padded res =
+          preprocess_cloud(xyz.data(), h, w, sample_seed(seed, rel.generic_string()), p, &s);
+      io::write_xyz_tiff(to.string(), Tensor::from_vector({res.side, res.side, 3}, res.xyz));
+      ++sum.clouds;
+      sum.invalid_points += nonfinite + s.invalid_points;
+      sum.plane_removed += s.plane_removed;
+      sum.cluster_removed += s.cluster_removed;
+      sum.kept += s.kept;
+      if (s.clusters == 0)
+        std::cerr << "\npreprocess: warning: " << from.string()
+                  << ": DBSCAN found no cluster, the cloud is empty after cleaning\n";
+    } catch (const cmdr::Error& e) {
+      ++sum.failed;
+      std::cerr << "\npreprocess: skipped " << from.string() << ": " << e.what() << "\n";
+    }
+  }
+  if (progress)
+    progress(static_cast<int64_t>(files.size()), static_cast<int64_t>(files.size()), "");
+  sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return sum;
 }
 
 }  // namespace cmdr::preprocess

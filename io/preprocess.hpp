@@ -12,6 +12,8 @@
 // Compared against Open3D by tools/golden/preprocess.py (tests/io/test_preprocess.cpp).
 #include <Eigen/Core>
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 namespace cmdr::preprocess {
@@ -76,5 +78,22 @@ struct Stats {
 // `plane_removed_mask` (optional, h×w) receives 1 where step 1 zeroed a non-zero point.
 Padded preprocess_cloud(const float* xyz, int64_t h, int64_t w, uint64_t seed, const Params& p,
                         Stats* stats = nullptr, std::vector<uint8_t>* plane_removed_mask = nullptr);
+
+// --- a whole dataset root --------------------------------------------------------------
+// Mirrors `root` into `out`: every xyz/*.tiff is preprocessed (its seed derived from `seed`
+// and its relative path, so the result does not depend on processing order), every other
+// file (rgb, gt, anything else) is copied byte for byte; the rgb PNG is left as is
+// (SPEC 2: the loader pads it). Nothing under `root` is modified. Refuses: out == root, one
+// inside the other, or a non-empty `out` unless `force` (then files are overwritten, none
+// deleted). A cloud that cannot be read or processed is reported on stderr and skipped;
+// the summary counts it. progress(done, total, relative_path) is called per file.
+struct RootSummary {
+  int64_t clouds = 0, copied = 0, failed = 0;
+  int64_t invalid_points = 0, plane_removed = 0, cluster_removed = 0, kept = 0;
+  double seconds = 0;
+};
+using Progress = std::function<void(int64_t done, int64_t total, const std::string& rel)>;
+RootSummary preprocess_root(const std::string& root, const std::string& out, bool force,
+                            uint64_t seed, const Params& p = {}, const Progress& progress = {});
 
 }  // namespace cmdr::preprocess

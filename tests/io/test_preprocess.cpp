@@ -3,17 +3,23 @@
 // must get the same keep/remove decision; RANSAC is random, so the plane is compared with a
 // tolerance and the decisions are compared, not the samples.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "engine/error.hpp"
+#include "io/image.hpp"
 #include "io/preprocess.hpp"
 #include "io/safetensors.hpp"
+#include "io/tiff.hpp"
 
 using namespace cmdr;
 namespace pp = cmdr::preprocess;
@@ -165,4 +171,62 @@ TEST_CASE("preprocess: DBSCAN labels equal Open3D cluster_dbscan on noisy blobs"
   CHECK(clusters == 7);
   CHECK(noise > 100);
   CHECK(same == static_cast<int64_t>(lab.size()));  // numbering and border points included
+}
+
+namespace {
+std::string slurp(const std::string& path) {
+  std::ifstream is(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(is), {});
+}
+}  // namespace
+
+TEST_CASE("preprocess: dataset root is mirrored into a new root, input untouched") {
+  namespace fs = std::filesystem;
+  const fs::path tmp = fs::temp_directory_path() / ("cmdr_pp_" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  const fs::path in = tmp / "in", out = tmp / "out";
+  fs::create_directories(in / "cls/train/good/xyz");
+  fs::create_directories(in / "cls/train/good/rgb");
+  fs::create_directories(in / "cls/test/crack/gt");
+  st::File f(kFile);
+  const Tensor xyz = f.get("a.xyz");
+  io::write_xyz_tiff((in / "cls/train/good/xyz/000.tiff").string(), xyz);
+  io::Image8 rgb(120, 90, 3, 77);
+  io::write_png((in / "cls/train/good/rgb/000.png").string(), rgb);
+  io::write_png((in / "cls/test/crack/gt/000.png").string(), io::Image8(120, 90, 1, 255));
+  const std::string tiff_before = slurp((in / "cls/train/good/xyz/000.tiff").string());
+
+  const auto s = pp::preprocess_root(in.string(), out.string(), false, 9);
+  CHECK(s.clouds == 1);
+  CHECK(s.copied == 2);
+  CHECK(s.failed == 0);
+  CHECK(slurp((in / "cls/train/good/xyz/000.tiff").string()) == tiff_before);
+  CHECK(slurp((out / "cls/train/good/rgb/000.png").string()) ==
+        slurp((in / "cls/train/good/rgb/000.png").string()));
+  CHECK(fs::exists(out / "cls/test/crack/gt/000.png"));
+  const Tensor res = io::read_xyz_tiff((out / "cls/train/good/xyz/000.tiff").string());
+  CHECK(res.shape() == Shape{200, 200, 3});
+  int64_t kept = 0;
+  const auto v = res.to_vector();
+  for (int64_t i = 0; i < 200 * 200; ++i) kept += nonzero(&v[i * 3]);
+  CHECK(kept == s.kept);
+  CHECK(kept > 1000);
+  const std::string first = slurp((out / "cls/train/good/xyz/000.tiff").string());
+
+  // Refusals: output = input, output inside input, non-empty output without --force.
+  CHECK_THROWS_AS(pp::preprocess_root(in.string(), in.string(), true, 9), cmdr::Error);
+  CHECK_THROWS_AS(pp::preprocess_root(in.string(), (in / "cls/new").string(), true, 9),
+                  cmdr::Error);
+  CHECK_THROWS_AS(pp::preprocess_root(in.string(), out.string(), false, 9), cmdr::Error);
+  CHECK_THROWS_AS(pp::preprocess_root((tmp / "missing").string(), out.string(), true, 9),
+                  cmdr::Error);
+  // --force rewrites; same seed -> identical bytes.
+  pp::preprocess_root(in.string(), out.string(), true, 9);
+  CHECK(slurp((out / "cls/train/good/xyz/000.tiff").string()) == first);
+  // A corrupt cloud is skipped and counted, the rest still written.
+  { std::ofstream((in / "cls/train/good/xyz/001.tiff").string()) << "not a tiff"; }
+  const auto s2 = pp::preprocess_root(in.string(), (tmp / "out2").string(), false, 9);
+  CHECK(s2.failed == 1);
+  CHECK(s2.clouds == 1);
+  fs::remove_all(tmp);
 }
