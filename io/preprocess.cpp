@@ -140,11 +140,16 @@ struct UnionFind {
   }
 };
 
-constexpr int kKeyBits = 21;
-inline uint64_t cell_key(int64_t x, int64_t y, int64_t z) {
-  return (static_cast<uint64_t>(x) << (2 * kKeyBits)) | (static_cast<uint64_t>(y) << kKeyBits) |
-         static_cast<uint64_t>(z);
-}
+// Integer cell coordinates; any extent works (no packing), hashed for neighbour lookup.
+using CellKey = std::array<int64_t, 3>;
+struct CellKeyHash {
+  std::size_t operator()(const CellKey& k) const {
+    uint64_t h = static_cast<uint64_t>(k[0]) * 0x9e3779b97f4a7c15ull;
+    h ^= static_cast<uint64_t>(k[1]) + 0x7f4a7c159e3779b9ull + (h << 6) + (h >> 2);
+    h ^= static_cast<uint64_t>(k[2]) + 0x94d049bb133111ebull + (h << 6) + (h >> 2);
+    return static_cast<std::size_t>(h);
+  }
+};
 
 }  // namespace
 
@@ -157,22 +162,21 @@ std::vector<int32_t> dbscan(const std::vector<Vector3d>& pts, double eps, int mi
   const double side = eps / std::sqrt(3.0) * (1.0 - 1e-9);
   Vector3d lo = pts[0];
   for (const auto& p : pts) lo = lo.cwiseMin(p);
-  // Cell coordinates, offset by 2 so that neighbour offsets -2..2 never go negative.
-  std::vector<std::array<int64_t, 3>> cc(n);
-  std::vector<std::pair<uint64_t, int64_t>> order(n);
+  std::vector<CellKey> cc(n);
+  std::vector<std::pair<CellKey, int64_t>> order(n);
   for (int64_t i = 0; i < n; ++i) {
     for (int a = 0; a < 3; ++a) {
-      const int64_t c = static_cast<int64_t>(std::floor((pts[i](a) - lo(a)) / side)) + 2;
-      CMDR_CHECK(c < (int64_t{1} << kKeyBits) - 2, "dbscan: cloud extent ", (pts[i](a) - lo(a)),
-                 " too large for eps ", eps);
-      cc[i][a] = c;
+      const double q = std::floor((pts[i](a) - lo(a)) / side);
+      CMDR_CHECK(q < 1e15, "dbscan: point ", i, " coordinate ", pts[i](a),
+                 " is absurdly far from the others (extent / eps too large)");
+      cc[i][a] = static_cast<int64_t>(q);
     }
-    order[i] = {cell_key(cc[i][0], cc[i][1], cc[i][2]), i};
+    order[i] = {cc[i], i};
   }
   std::sort(order.begin(), order.end());
   // Cells: contiguous runs of `order` (points inside a cell in input order).
   std::vector<int64_t> cell_start;
-  std::vector<uint64_t> cell_keys;
+  std::vector<CellKey> cell_keys;
   for (int64_t i = 0; i < n; ++i)
     if (i == 0 || order[i].first != order[i - 1].first) {
       cell_start.push_back(i);
@@ -180,7 +184,7 @@ std::vector<int32_t> dbscan(const std::vector<Vector3d>& pts, double eps, int mi
     }
   const int64_t ncell = static_cast<int64_t>(cell_keys.size());
   cell_start.push_back(n);
-  std::unordered_map<uint64_t, int32_t> cell_of;
+  std::unordered_map<CellKey, int32_t, CellKeyHash> cell_of;
   cell_of.reserve(static_cast<std::size_t>(ncell) * 2);
   for (int64_t c = 0; c < ncell; ++c) cell_of.emplace(cell_keys[c], static_cast<int32_t>(c));
   std::vector<int32_t> point_cell(n);
@@ -196,7 +200,7 @@ std::vector<int32_t> dbscan(const std::vector<Vector3d>& pts, double eps, int mi
       for (int dy = -2; dy <= 2; ++dy)
         for (int dz = -2; dz <= 2; ++dz) {
           if (dx == 0 && dy == 0 && dz == 0) continue;
-          auto it = cell_of.find(cell_key(cc[p0][0] + dx, cc[p0][1] + dy, cc[p0][2] + dz));
+          auto it = cell_of.find(CellKey{cc[p0][0] + dx, cc[p0][1] + dy, cc[p0][2] + dz});
           if (it != cell_of.end()) nbr[c].push_back(it->second);
         }
   }

@@ -137,7 +137,9 @@ TEST_CASE("preprocess: padding geometry and DBSCAN basics") {
   for (int i = 0; i < 50; ++i) pts.emplace_back(0.1, 0.0001 * i, 0.3);  // cluster 0 (first)
   pts.emplace_back(0.5, 0.5, 0.5);                                      // noise
   for (int i = 0; i < 40; ++i) pts.emplace_back(0.0, 0.0001 * i, 0.3);  // cluster 1
+  pts.emplace_back(1e6, -1e6, 3e5);  // a wild outlier: no grid-extent limit, just noise
   const auto lab = pp::dbscan(pts, 0.006, 30);
+  CHECK(lab[91] == -1);
   CHECK(lab[0] == 0);
   CHECK(lab[49] == 0);
   CHECK(lab[50] == -1);
