@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   add_inspect(root);
   add_synth(root);
   add_metrics(root);
+  add_preprocess(root);
 
   try {
     root.parse(argc, argv);
