@@ -22,15 +22,16 @@ ag::Var masked_cosine_loss(const ag::Var& a, const ag::Var& b, const Tensor& val
   CMDR_CHECK(valid.numel() == a.shape()[0], "masked_cosine_loss: valid ", valid.str(), " vs a ",
              shape_str(a.shape()), ": one flag per position expected");
   const Tensor v = valid.reshape({a.shape()[0]}).contiguous();
-  int64_t n = 0;
-  for (int64_t i = 0; i < v.numel(); ++i) n += (v.data()[i] != 0.0f);
-  if (n == 0) return ag::Var(Tensor::scalar(std::numeric_limits<float>::quiet_NaN()));
-  Tensor mask = Tensor::empty({v.numel()});
-  for (int64_t i = 0; i < v.numel(); ++i) mask.data()[i] = v.data()[i] != 0.0f ? 1.0f : 0.0f;
-  // SPEC 6: cos with x / max(‖x‖, 1e-6); mean over the valid positions only.
-  ag::Var cos = ag::cosine_similarity(a, b, 1, 1e-6f);  // [L]
-  ag::Var mean = ag::scale(ag::sum(ag::mul(cos, ag::Var(mask)), 0), 1.0f / static_cast<float>(n));
-  return ag::sub(ag::Var(Tensor::scalar(1.0f)), mean);  // []
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < v.numel(); ++i) {
+    if (v.data()[i] != 0.0f) idx.push_back(i);
+  }
+  if (idx.empty()) return ag::Var(Tensor::scalar(std::numeric_limits<float>::quiet_NaN()));
+  // SPEC 6: cos with x / max(‖x‖, 1e-6), averaged over the valid positions only (selected,
+  // not multiplied by the mask, so whatever sits at invalid positions cannot leak in).
+  ag::Var cos = ag::cosine_similarity(a, b, 1, 1e-6f);     // [L]
+  ag::Var mean = ag::mean(ag::index_select(cos, idx), 0);  // []
+  return ag::sub(ag::Var(Tensor::scalar(1.0f)), mean);     // []
 }
 
 CmdrConfig CmdrConfig::spec(Mode mode, int64_t side) {
