@@ -139,6 +139,14 @@ void Cmdr::set_dropout(float p) {
   if (dec3d) dec3d->set_dropout(p);
 }
 
+void Cmdr::reseed_dropout(uint64_t seed) {
+  const uint64_t ds = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  if (map2Dto3D) map2Dto3D->reseed_dropout(ds + 0);
+  if (map3Dto2D) map3Dto2D->reseed_dropout(ds + 1);
+  if (dec2d) dec2d->reseed_dropout(ds + 2);
+  if (dec3d) dec3d->reseed_dropout(ds + 3);
+}
+
 void Cmdr::check_inputs(const Tensor& rgb, const Tensor& xyz, const Tensor& valid,
                         const char* who) const {
   const int64_t l = cfg_.side * cfg_.side;

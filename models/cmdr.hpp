@@ -86,6 +86,9 @@ class Cmdr {
   const std::vector<Rollback>& rollbacks() const { return rollbacks_; }
   ag::Adam& optimizer(Net n) { return *opt_.at(n); }
   void set_dropout(float p);
+  // Restarts every network's dropout stream from `seed` (the trainer does this per epoch so
+  // that a resumed run draws the same masks).
+  void reseed_dropout(uint64_t seed);
 
   // Inference (eval mode, no gradients) in `mode` (a 2d3d model also serves map / rec).
   CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid, Mode mode);
