@@ -8,13 +8,14 @@
 namespace cmdr::app {
 
 struct Globals {
-  int threads = 0;      // 0: all hardware threads
+  int threads = 0;  // 0: all hardware threads
   uint64_t seed = 0;
   bool quiet = false;
 };
 Globals& globals();
 
 void add_info(CLI::App& root);
+void add_metrics(CLI::App& root);  // apps/cmd_metrics.cpp (SPEC 8)
 // Verbs added by later work register here (one line each).
 
 }  // namespace cmdr::app

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   root.set_version_flag("--version", std::string("cmdr-iad ") + CMDR_VERSION);
 
   add_info(root);
+  add_metrics(root);
 
   try {
     root.parse(argc, argv);

@@ -1,0 +1,284 @@
+// Dense ops on oneDNN matmul: linear, matmul, bmm (forward + backward).
+// Every product goes through detail::gemm, which describes the operands to oneDNN with
+// their real strides (transposes and strided views cost no copy) and caches one
+// primitive per (shapes, strides, bias) key.
+#include <bit>
+#include <cstdint>
+#include <string>
+
+#include "engine/error.hpp"
+#include "engine/profiler.hpp"
+#include "ops/dnnl_common.hpp"
+#include "ops/gemm.hpp"
+#include "ops/ops.hpp"
+
+namespace cmdr::ops {
+namespace detail {
+namespace du = dnnl_util;
+
+Mat mat2(const Tensor& t) {
+  return Mat{t.data(), 1, t.size(0), t.size(1), t.size(0) * t.size(1), t.stride(0), t.stride(1)};
+}
+Mat mat3(const Tensor& t) {
+  return Mat{t.data(), t.size(0), t.size(1), t.size(2), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+namespace {
+
+// Canonicalises strides of size-1 dimensions (they are never used to address memory) so
+// that oneDNN recognises row-major (sc == 1, sr >= cols) or column-major (sr == 1,
+// sc >= rows) layouts. Returns false when the matrix is neither.
+bool canonical(Mat& m) {
+  if (m.rows == 1 && m.cols == 1) {
+    m.sr = m.sc = 1;
+  } else if (m.rows == 1) {
+    if (m.sc == 1)
+      m.sr = m.cols;
+    else
+      m.sr = 1;
+  } else if (m.cols == 1) {
+    if (m.sr == 1)
+      m.sc = m.rows;
+    else
+      m.sc = 1;
+  }
+  if (m.batch == 1) m.sb = m.rows * m.cols;
+  const bool row_major = m.sc == 1 && m.sr >= m.cols;
+  const bool col_major = m.sr == 1 && m.sc >= m.rows;
+  return (row_major || col_major) && m.sb >= 0;
+}
+
+// Contiguous copy of a strided matrix (the rare case of a view with no unit stride).
+Tensor pack(const Mat& m) {
+  Tensor t = Tensor::empty({m.batch, m.rows, m.cols});
+  float* d = t.data();
+  for (int64_t b = 0; b < m.batch; ++b)
+    for (int64_t r = 0; r < m.rows; ++r)
+      for (int64_t c = 0; c < m.cols; ++c)
+        d[(b * m.rows + r) * m.cols + c] = m.p[b * m.sb + r * m.sr + c * m.sc];
+  return t;
+}
+
+dnnl::memory::desc md(int64_t batch, int64_t rows, int64_t cols, int64_t sb, int64_t sr, int64_t sc,
+                      bool batched) {
+  if (batched) return du::strided_md({batch, rows, cols}, {sb, sr, sc});
+  return du::strided_md({rows, cols}, {sr, sc});
+}
+
+struct MatmulPrim {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+};
+
+std::shared_ptr<MatmulPrim> get_prim(const Mat& a, const Mat& b, int64_t c_sb, int64_t c_sr,
+                                     bool bias, float alpha) {
+  const bool batched = a.batch > 1;
+  const std::string k = du::key("matmul", a.batch, a.rows, a.cols, b.cols, a.sb, a.sr, a.sc, b.sb,
+                                b.sr, b.sc, c_sb, c_sr, bias, std::bit_cast<uint32_t>(alpha));
+  return du::cached<MatmulPrim>(k, [&] {
+    auto amd = md(a.batch, a.rows, a.cols, a.sb, a.sr, a.sc, batched);
+    auto bmd = md(b.batch, b.rows, b.cols, b.sb, b.sr, b.sc, batched);
+    auto cmd = md(a.batch, a.rows, b.cols, c_sb, c_sr, 1, batched);
+    dnnl::memory::desc biasmd;
+    if (bias)
+      biasmd = batched ? du::strided_md({1, 1, b.cols}, {b.cols, b.cols, 1})
+                       : du::strided_md({1, b.cols}, {b.cols, 1});
+    dnnl::matmul::desc d =
+        bias ? dnnl::matmul::desc(amd, bmd, biasmd, cmd) : dnnl::matmul::desc(amd, bmd, cmd);
+    dnnl::primitive_attr attr;
+    if (alpha != 1.0f) attr.set_output_scales(0, {alpha});  // fused into the GEMM
+    dnnl::matmul::primitive_desc pd(d, attr, du::engine());
+    return std::make_shared<MatmulPrim>(MatmulPrim{pd, dnnl::matmul(pd)});
+  });
+}
+
+}  // namespace
+
+void gemm(const Mat& a_in, const Mat& b_in, float* c, int64_t c_sb, int64_t c_sr, const float* bias,
+          float alpha) {
+  CMDR_CHECK(a_in.batch == b_in.batch && a_in.cols == b_in.rows, "gemm: A [", a_in.batch, ", ",
+             a_in.rows, ", ", a_in.cols, "] vs B [", b_in.batch, ", ", b_in.rows, ", ", b_in.cols,
+             "]: inner dimensions differ");
+  // (oneDNN's output scale would also scale the bias; no caller needs both.)
+  CMDR_CHECK(bias == nullptr || alpha == 1.0f, "gemm: bias with alpha != 1 is not supported");
+  const int64_t M = a_in.rows, N = b_in.cols, K = a_in.cols;
+  if (M == 0 || N == 0 || a_in.batch == 0) return;
+  if (K == 0) {  // empty sum: C = bias (or 0)
+    for (int64_t bt = 0; bt < a_in.batch; ++bt)
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) c[bt * c_sb + i * c_sr + j] = bias ? bias[j] : 0.0f;
+    return;
+  }
+  Mat a = a_in, b = b_in;
+  Tensor pa, pb;  // keep packed copies alive for the call
+  if (!canonical(a)) {
+    pa = pack(a);
+    a = Mat{pa.data(), a.batch, a.rows, a.cols, a.rows * a.cols, a.cols, 1};
+    canonical(a);
+  }
+  if (!canonical(b)) {
+    pb = pack(b);
+    b = Mat{pb.data(), b.batch, b.rows, b.cols, b.rows * b.cols, b.cols, 1};
+    canonical(b);
+  }
+  if (a.batch == 1) c_sb = M * N;
+  if (M == 1) c_sr = N;
+  auto p = get_prim(a, b, c_sb, c_sr, bias != nullptr, alpha);
+  auto am = du::make_mem(p->pd.src_desc(), a.p);
+  auto bm = du::make_mem(p->pd.weights_desc(), b.p);
+  auto cm = du::make_mem(p->pd.dst_desc(), c);
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, du::make_mem(p->pd.bias_desc(), bias));
+  p->prim.execute(du::stream(), args);
+  du::stream().wait();
+}
+
+Tensor gemm_new(const Mat& a, const Mat& b, bool as_3d, const float* bias) {
+  Tensor c = as_3d ? Tensor::empty({a.batch, a.rows, b.cols}) : Tensor::empty({a.rows, b.cols});
+  gemm(a, b, c.data(), a.rows * b.cols, b.cols, bias);
+  return c;
+}
+
+std::string gemm_impl(const Mat& a_in, const Mat& b_in) {
+  Mat a = a_in, b = b_in;
+  CMDR_CHECK(canonical(a) && canonical(b), "gemm_impl: operands need packing");
+  return du::impl_of(get_prim(a, b, a.rows * b.cols, b.cols, false, 1.0f)->pd);
+}
+
+}  // namespace detail
+
+using detail::Mat;
+
+// ---- linear -----------------------------------------------------------------------------
+namespace {
+void check_linear(const char* what, const Tensor& x, const Tensor& weight) {
+  CMDR_CHECK(x.defined() && weight.defined(), "linear", what, ": x and weight must be defined");
+  CMDR_CHECK(weight.dim() == 2, "linear", what, ": weight ", weight.str(),
+             " must be [out_features, in_features]");
+  CMDR_CHECK(x.dim() >= 1, "linear", what, ": x ", x.str(), " must have rank >= 1");
+  CMDR_CHECK(x.size(-1) == weight.size(1), "linear", what, ": x ", x.str(), " vs weight ",
+             weight.str(), ": in_features differ");
+}
+// x [..., K] as a matrix [M, K] (a copy only when the leading dims cannot be merged).
+Tensor as_rows(const Tensor& x) {
+  const int64_t K = x.size(-1);
+  if (x.dim() == 2) return x;
+  const int64_t M = K == 0 ? 0 : x.numel() / K;
+  if (x.numel() == 0) return Tensor::empty({M, K});
+  return x.reshape({M, K});
+}
+}  // namespace
+
+// y [..., N] = x [..., K] · weight[N, K]ᵀ + bias[N]
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear("", x, weight);
+  const int64_t N = weight.size(0), K = weight.size(1);
+  if (bias.defined())
+    CMDR_CHECK(bias.dim() == 1 && bias.size(0) == N, "linear: bias ", bias.str(), " vs weight ",
+               weight.str(), ": bias must be [out_features]");
+  Tensor x2 = as_rows(x);
+  const int64_t M = x2.size(0);
+  ProfileScope ps(op_name(Op::Linear), 2.0 * M * N * K, 4.0 * (M * K + N * K + M * N));
+  Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  Tensor y = detail::gemm_new(detail::mat2(x2), detail::mat2(weight).t(), false,
+                              bc.defined() ? bc.data() : nullptr);
+  Shape out = x.shape();
+  out.back() = N;
+  return y.view(out);
+}
+
+// dx [..., K] = dy·W; dW [N, K] = dyᵀ·x; db [N] = Σ_rows dy  (all on oneDNN matmul)
+LinearGrads linear_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, bool need_dx,
+                            bool need_dweight, bool need_dbias) {
+  check_linear(" backward", x, weight);
+  const int64_t N = weight.size(0), K = weight.size(1);
+  Shape ys = x.shape();
+  ys.back() = N;
+  CMDR_CHECK(dy.defined() && dy.shape() == ys, "linear backward: dy ",
+             dy.defined() ? dy.str() : std::string("undefined"), " vs expected ", shape_str(ys),
+             " (x ", x.str(), ", weight ", weight.str(), ")");
+  Tensor x2 = as_rows(x), dy2 = as_rows(dy);
+  const int64_t M = x2.size(0);
+  ProfileScope ps(op_name(Op::Linear),
+                  2.0 * M * N * K * (int(need_dx) + int(need_dweight)) + (need_dbias ? M * N : 0),
+                  4.0 * (M * K + N * K + M * N));
+  LinearGrads g;
+  if (need_dx)
+    g.dx = detail::gemm_new(detail::mat2(dy2), detail::mat2(weight), false).view(x.shape());
+  if (need_dweight) g.dweight = detail::gemm_new(detail::mat2(dy2).t(), detail::mat2(x2), false);
+  if (need_dbias) {
+    // ones[1, M] · dy [M, N]: a fixed-order reduction (deterministic), on the GEMM path.
+    Tensor ones = Tensor::ones({1, M});
+    g.dbias = detail::gemm_new(detail::mat2(ones), detail::mat2(dy2), false).view({N});
+  }
+  return g;
+}
+
+// ---- matmul / bmm ---------------------------------------------------------------------------
+namespace {
+void check_mm(const char* op, const Tensor& a, const Tensor& b, bool ta, bool tb, int64_t rank) {
+  CMDR_CHECK(a.defined() && b.defined(), op, ": a and b must be defined");
+  CMDR_CHECK(a.dim() == rank && b.dim() == rank, op, ": a ", a.str(), " and b ", b.str(),
+             " must have rank ", rank);
+  if (rank == 3)
+    CMDR_CHECK(a.size(0) == b.size(0), op, ": a ", a.str(), " vs b ", b.str(),
+               ": batch sizes differ");
+  const int64_t ka = ta ? a.size(-2) : a.size(-1);
+  const int64_t kb = tb ? b.size(-1) : b.size(-2);
+  CMDR_CHECK(ka == kb, op, ": a ", a.str(), (ta ? "ᵀ" : ""), " vs b ", b.str(), (tb ? "ᵀ" : ""),
+             ": inner dimensions differ (", ka, " vs ", kb, ")");
+}
+Mat op_view(const Tensor& t, bool trans, bool batched) {
+  Mat m = batched ? detail::mat3(t) : detail::mat2(t);
+  return trans ? m.t() : m;
+}
+
+Tensor mm_forward(Op op, const Tensor& a, const Tensor& b, bool ta, bool tb, bool batched) {
+  check_mm(op_name(op), a, b, ta, tb, batched ? 3 : 2);
+  Mat A = op_view(a, ta, batched), B = op_view(b, tb, batched);
+  ProfileScope ps(op_name(op), 2.0 * A.batch * A.rows * A.cols * B.cols,
+                  4.0 * (a.numel() + b.numel() + A.batch * A.rows * B.cols));
+  return detail::gemm_new(A, B, batched);
+}
+
+MatmulGrads mm_backward(Op op, const Tensor& dy, const Tensor& a, const Tensor& b, bool ta, bool tb,
+                        bool need_da, bool need_db, bool batched) {
+  check_mm(op_name(op), a, b, ta, tb, batched ? 3 : 2);
+  Mat A = op_view(a, ta, batched), B = op_view(b, tb, batched);  // op(a) [M,K], op(b) [K,N]
+  Shape ys = batched ? Shape{A.batch, A.rows, B.cols} : Shape{A.rows, B.cols};
+  CMDR_CHECK(dy.defined() && dy.shape() == ys, op_name(op), " backward: dy ",
+             dy.defined() ? dy.str() : std::string("undefined"), " vs expected ", shape_str(ys),
+             " (a ", a.str(), ", b ", b.str(), ")");
+  ProfileScope ps(op_name(op),
+                  2.0 * A.batch * A.rows * A.cols * B.cols * (int(need_da) + int(need_db)),
+                  4.0 * (a.numel() + b.numel() + dy.numel()));
+  Mat D = batched ? detail::mat3(dy) : detail::mat2(dy);
+  MatmulGrads g;
+  // d op(a) = dy·op(b)ᵀ ; d op(b) = op(a)ᵀ·dy ; a transposed operand gets the transpose.
+  if (need_da)
+    g.da = ta ? detail::gemm_new(B, D.t(), batched) : detail::gemm_new(D, B.t(), batched);
+  if (need_db)
+    g.db = tb ? detail::gemm_new(D.t(), A, batched) : detail::gemm_new(A.t(), D, batched);
+  return g;
+}
+}  // namespace
+
+// matmul: op(a) [M, K] · op(b) [K, N] -> [M, N]
+Tensor matmul_forward(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  return mm_forward(Op::Matmul, a, b, trans_a, trans_b, false);
+}
+MatmulGrads matmul_backward(const Tensor& dy, const Tensor& a, const Tensor& b, bool trans_a,
+                            bool trans_b, bool need_da, bool need_db) {
+  return mm_backward(Op::Matmul, dy, a, b, trans_a, trans_b, need_da, need_db, false);
+}
+// bmm: op(a) [B, M, K] · op(b) [B, K, N] -> [B, M, N]
+Tensor bmm_forward(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  return mm_forward(Op::BatchedMatmul, a, b, trans_a, trans_b, true);
+}
+MatmulGrads bmm_backward(const Tensor& dy, const Tensor& a, const Tensor& b, bool trans_a,
+                         bool trans_b, bool need_da, bool need_db) {
+  return mm_backward(Op::BatchedMatmul, dy, a, b, trans_a, trans_b, need_da, need_db, true);
+}
+
+}  // namespace cmdr::ops
