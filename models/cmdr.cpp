@@ -340,4 +340,20 @@ CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& vali
   return out;
 }
 
+std::vector<std::pair<std::string, Tensor>> dump_tensors(const CmdrOutputs& out) {
+  const FusionResult& f = out.fusion;
+  const std::pair<const char*, const Tensor*> all[] = {
+      {"mapped_2d", &out.mapped_2d}, {"mapped_3d", &out.mapped_3d}, {"recon_2d", &out.recon_2d},
+      {"recon_3d", &out.recon_3d},   {"d_map2d", &f.d_map2d},       {"d_map3d", &f.d_map3d},
+      {"d_rec2d", &f.d_rec2d},       {"d_rec3d", &f.d_rec3d},       {"a_map", &f.a_map},
+      {"a_rec", &f.a_rec},           {"fused", &f.fused},           {"pixel_map", &f.pixel_map},
+      {"aupro_map", &f.aupro_map}};
+  std::vector<std::pair<std::string, Tensor>> v;
+  for (const auto& [name, t] : all) {
+    if (t->defined()) v.emplace_back(name, *t);
+  }
+  if (f.fused.defined()) v.emplace_back("image_score", Tensor::full({1}, f.image_score));
+  return v;
+}
+
 }  // namespace cmdr::models

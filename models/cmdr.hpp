@@ -65,6 +65,12 @@ struct CmdrOutputs {
   FusionResult fusion;  // d_* maps, a_map, a_rec, fused, pixel_map, aupro_map, image_score
 };
 
+// The tensors of `score --dump` (issue 5) by name, in a fixed order: mapped_2d, mapped_3d,
+// recon_2d, recon_3d [S², C]; d_map2d, d_map3d, d_rec2d (after its smoothing), d_rec3d,
+// a_map, a_rec, fused, pixel_map, aupro_map [S, S]; image_score [1]. Tensors the mode did
+// not compute are left out.
+std::vector<std::pair<std::string, Tensor>> dump_tensors(const CmdrOutputs& out);
+
 class Cmdr {
  public:
   explicit Cmdr(const CmdrConfig& cfg);

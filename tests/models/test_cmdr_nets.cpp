@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <set>
 
@@ -22,6 +23,27 @@ constexpr double kNetTol = 1e-4;
 constexpr double kPipeTol = 1e-3;
 constexpr double kGradTol = 1e-3;
 constexpr double kStepTol = 1e-4;
+
+// Biases of the transposed convolutions that feed a BatchNorm: BatchNorm subtracts the
+// per-channel mean, so their exact gradient is 0 and both implementations produce rounding
+// noise there (which Adam then amplifies to ±lr steps). They are checked against that
+// bound instead of against PyTorch's noise.
+bool bias_before_batchnorm(const std::string& key) {
+  for (const char* k : {"Dec2D.conv_decoder.0.bias", "Dec2D.conv_decoder.3.bias",
+                        "Dec2D.conv_decoder.6.bias", "Dec3D.decoder.0.bias", "Dec3D.decoder.3.bias",
+                        "Dec3D.decoder.6.bias", "Dec3D.decoder.9.bias"}) {
+    if (key.size() >= std::strlen(k) &&
+        key.compare(key.size() - std::strlen(k), std::string::npos, k) == 0)
+      return true;
+  }
+  return false;
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0.0;
+  for (float x : t.to_vector()) m = std::max(m, static_cast<double>(std::abs(x)));
+  return m;
+}
 
 const char* const kOutName[4] = {"mapped_3d", "mapped_2d", "recon_2d", "recon_3d"};
 
@@ -119,12 +141,21 @@ TEST_CASE("cmdr nets: train-mode forward, losses, gradients and running stats ma
       const float lref = f.get(std::string("loss.") + kNetNames[n]).item();
       CHECK(std::abs(loss.value().item() - lref) <= kNetTol * std::abs(lref));
       ag::backward(loss);
-      double worst = 0.0;
+      double worst = 0.0, gmax = 0.0;
       int count = 0;
+      for (auto& [name, p] : net.named_parameters()) {
+        gmax = std::max(gmax, max_abs(g.get(std::string("grad.") + kNetNames[n] + "." + name)));
+      }
       for (auto& [name, p] : net.named_parameters()) {
         const std::string key = std::string("grad.") + kNetNames[n] + "." + name;
         REQUIRE_MESSAGE(g.has(key), key);
         REQUIRE_MESSAGE(p->grad().defined(), key);
+        if (bias_before_batchnorm(key)) {
+          // Analytically zero: both sides must be rounding noise far below the other grads.
+          CHECK_MESSAGE(max_abs(p->grad()) <= 1e-5 * gmax, key, " ", max_abs(p->grad()));
+          CHECK_MESSAGE(max_abs(g.get(key)) <= 1e-5 * gmax, key, " ", max_abs(g.get(key)));
+          continue;
+        }
         const double e = rel_err(p->grad(), g.get(key));
         CHECK_MESSAGE(e < kGradTol, key, " rel err ", e);
         worst = std::max(worst, e);
@@ -165,8 +196,18 @@ TEST_CASE("cmdr nets: three Adam steps of all four networks match PyTorch") {
   const ag::StateDict ref = test::load_prefixed(f, "final.");
   const ag::StateDict sd = model.state_dict();
   REQUIRE(sd.size() == ref.size());
+  const ag::StateDict init = test::load_prefixed(f, "init.");
   for (const auto& [k, t] : ref) {
     REQUIRE_MESSAGE(sd.count(k), k);
+    if (bias_before_batchnorm(k)) {
+      // Adam on rounding noise: each step moves by at most ~lr either way (see above).
+      const std::vector<float> a = sd.at(k).to_vector(), b = init.at(k).to_vector();
+      double moved = 0.0;
+      for (std::size_t i = 0; i < a.size(); ++i)
+        moved = std::max(moved, std::abs(double(a[i]) - b[i]));
+      CHECK_MESSAGE(moved <= 3 * 1.5e-3, k, " moved ", moved);
+      continue;
+    }
     const double e = rel_err(sd.at(k), t);
     CHECK_MESSAGE(e < kStepTol, k, " rel err ", e);
     worst = std::max(worst, e);
