@@ -28,6 +28,7 @@ struct FeaturesArgs {
   std::string rgb, xyz, rgb_weights, xyz_weights, dump;
   int64_t size = 224;
   bool bn_running_stats = false;
+  bool profile = false;
 };
 
 void say(const std::string& s) {
@@ -38,6 +39,10 @@ void run_features(const FeaturesArgs& a) {
   CMDR_CHECK(a.size >= 3, "features: --size ", a.size, " must be >= 3");
   const int64_t S = a.size;
   const int64_t t0 = now_ns();
+  if (a.profile) {
+    Profiler::reset();
+    Profiler::enable(true);
+  }
   // Weights first: a bad file fails before any compute.
   models::DinoVit vit;
   bool random = false;
@@ -98,6 +103,7 @@ void run_features(const FeaturesArgs& a) {
   say("wrote " + a.dump + " (" + std::to_string(static_cast<int64_t>(nvalid)) +
       " valid positions, " + std::to_string((now_ns() - t0) / 1000000) + " ms, peak " +
       std::to_string(memory_stats().peak_bytes >> 20) + " MiB)");
+  if (a.profile) Profiler::print_table(std::cerr);
   if (random)
     std::cerr << "features: WARNING: computed with RANDOM extractor weights; the dump is for "
                  "plumbing tests only.\n";
@@ -120,6 +126,7 @@ void add_features(CLI::App& root) {
   c->add_flag("--bn-running-stats", a->bn_running_stats,
               "Point-MAE BatchNorm with the stored running statistics instead of the sample's own "
               "(SPEC 4.2)");
+  c->add_flag("--profile", a->profile, "print the per-op time table (stderr)");
   c->callback([a] { run_features(*a); });
 }
 

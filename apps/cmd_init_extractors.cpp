@@ -43,9 +43,9 @@ void init_param(const models::ParamSpec& s, Rng& rng) {
 }
 
 void write_random(const std::vector<models::ParamSpec>& specs,
-                  const std::vector<std::string>& counters, uint64_t seed,
+                  const std::vector<std::string>& counters, uint64_t seed, uint64_t stream,
                   const std::string& format, const std::string& path) {
-  Rng rng(seed);
+  Rng rng(seed * 2 + stream);  // one stream per file
   st::Writer w;
   int64_t params = 0;
   for (const auto& s : specs) {
@@ -78,13 +78,13 @@ void add_init_extractors(CLI::App& root) {
     std::filesystem::create_directories(*out, ec);
     CMDR_CHECK(!ec, "init-extractors: cannot create --out '", *out, "': ", ec.message());
     models::DinoVit vit;
-    write_random(vit.param_specs(), {}, s * 2 + 1, "timm vit_base_patch8_224.dino",
+    write_random(vit.param_specs(), {}, s, 1, "timm vit_base_patch8_224.dino",
                  (std::filesystem::path(*out) / "dino_vit_b8.safetensors").string());
     models::PointMae pm;
     write_random(
         pm.param_specs(),
         {"encoder.first_conv.1.num_batches_tracked", "encoder.second_conv.1.num_batches_tracked"},
-        s * 2 + 2, "Point-MAE encoder (prefixes stripped)",
+        s, 2, "Point-MAE encoder (prefixes stripped)",
         (std::filesystem::path(*out) / "point_mae.safetensors").string());
     std::cerr << "init-extractors: these weights are RANDOM: use them for tests and plumbing "
                  "only, never for results.\n";

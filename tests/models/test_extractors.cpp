@@ -238,27 +238,42 @@ TEST_CASE("dino_vit full size on hash weights (selected rows vs torch)") {
   CHECK_SCALED(ops::index_select_forward(rgb, i64(f, "patch_rows")), f.get("rgb_patch_rows"), 1e-3);
 }
 
-TEST_CASE("point_mae full size on hash weights (1024 groups of 128, ~40k points)") {
+TEST_CASE("fps and knn at full size (40k points, 1024 centres, 128 neighbours) are exact") {
   st::File f(fx("pmae_full.safetensors"));
-  PointMae m;
-  test::fill_hash(m.param_specs());
   ValidPoints vp = valid_points(test::full_cloud());
   REQUIRE(vp.xyz.size(0) == i64(f, "n_points")[0]);
-  PointMaeTrace tr;
-  PointMaeOutput out = point_mae_forward(m, vp.xyz, &tr);
-  CHECK(out.center_idx == i64(f, "fps_idx"));
-  std::vector<int64_t> kfirst(tr.knn_idx.begin(), tr.knn_idx.begin() + 128 * 8);
-  CHECK(kfirst == i64(f, "knn_idx_first"));
-  REQUIRE(out.features.shape() == Shape{1024, 1152});
-  CHECK_SCALED(ops::index_select_forward(out.features, i64(f, "rows")), f.get("features_rows"),
-               1e-3);
-  CHECK_SCALED(ops::mean_forward(out.features, 0), f.get("features_mean"), 1e-3);
-  Tensor xyz = assemble_xyz(vp.xyz, vp.pixel, out.centers, out.features, 224);
-  CHECK_SCALED(ops::index_select_forward(xyz, i64(f, "patch_rows")), f.get("xyz_patch_rows"), 1e-3);
-  Tensor valid = valid_mask(xyz);
-  Tensor want = f.get("valid", /*convert=*/true);
-  CHECK(test::bit_identical(valid, want));
+  std::vector<int64_t> idx = farthest_point_sample(vp.xyz, 1024);
+  CHECK(idx == i64(f, "fps_idx"));
+  Tensor first =
+      ops::index_select_forward(vp.xyz, std::vector<int64_t>(idx.begin(), idx.begin() + 8));
+  CHECK(knn_indices(vp.xyz, first, 128) == i64(f, "knn_idx_first"));
 }
+
+TEST_SUITE("slow") {
+  TEST_CASE("point_mae full size on hash weights (1024 groups of 128, ~40k points)") {
+    st::File f(fx("pmae_full.safetensors"));
+    PointMae m;
+    test::fill_hash(m.param_specs());
+    ValidPoints vp = valid_points(test::full_cloud());
+    REQUIRE(vp.xyz.size(0) == i64(f, "n_points")[0]);
+    PointMaeTrace tr;
+    PointMaeOutput out = point_mae_forward(m, vp.xyz, &tr);
+    CHECK(out.center_idx == i64(f, "fps_idx"));
+    std::vector<int64_t> kfirst(tr.knn_idx.begin(), tr.knn_idx.begin() + 128 * 8);
+    CHECK(kfirst == i64(f, "knn_idx_first"));
+    REQUIRE(out.features.shape() == Shape{1024, 1152});
+    CHECK_SCALED(ops::index_select_forward(out.features, i64(f, "rows")), f.get("features_rows"),
+                 1e-3);
+    CHECK_SCALED(ops::mean_forward(out.features, 0), f.get("features_mean"), 1e-3);
+    Tensor xyz = assemble_xyz(vp.xyz, vp.pixel, out.centers, out.features, 224);
+    CHECK_SCALED(ops::index_select_forward(xyz, i64(f, "patch_rows")), f.get("xyz_patch_rows"),
+                 1e-3);
+    Tensor valid = valid_mask(xyz);
+    Tensor want = f.get("valid", /*convert=*/true);
+    CHECK(test::bit_identical(valid, want));
+  }
+
+}  // TEST_SUITE("slow")
 
 TEST_CASE("full-size parameter lists match WEIGHTS.md (counts and totals)") {
   DinoVit vit;
