@@ -221,6 +221,9 @@ TEST_CASE("feature assembly matches torch; the CSR operator P·G equals the dens
     CHECK(P.rows == S * S);
     CHECK(P.cols == centers.size(0));
     CHECK_SCALED(P.matmul(feats), xyz, 1e-5);
+    Tensor xs = assemble_xyz_sparse(vp.xyz, vp.pixel, centers, feats, S);
+    CHECK_SCALED(xs, f.get("xyz_patch"), 1e-5);
+    CHECK(test::bit_identical(valid_mask(xs), f.get("valid")));
   }
 }
 
