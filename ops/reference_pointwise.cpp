@@ -704,6 +704,7 @@ Tensor upsample_bilinear2d_forward(const Tensor& x, int64_t out_h, int64_t out_w
   check_out("upsample_bilinear2d", out_h, out_w);
   const int64_t P = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
   const std::vector<LinearTap> th = bilinear_taps(H, out_h), tw = bilinear_taps(W, out_w);
+  const bool cl = bilinear_channels_last_kernel(x.size(1), H, W);
   const std::vector<float> v = x.to_vector();
   Tensor y = Tensor::empty({x.size(0), x.size(1), out_h, out_w});
   for (int64_t p = 0; p < P; ++p)
@@ -713,9 +714,9 @@ Tensor upsample_bilinear2d_forward(const Tensor& x, int64_t out_h, int64_t out_w
         const LinearTap& b = tw[ow];
         const float* r0 = &v[(p * H + a.i0) * W];
         const float* r1 = &v[(p * H + a.i1) * W];
-        const float t0 = r0[b.i0] * b.l0 + r0[b.i1] * b.l1;
-        const float t1 = r1[b.i0] * b.l0 + r1[b.i1] * b.l1;
-        y.data()[(p * out_h + oh) * out_w + ow] = t0 * a.l0 + t1 * a.l1;
+        y.data()[(p * out_h + oh) * out_w + ow] =
+            cl ? bilinear_value_cl(r0[b.i0], r0[b.i1], r1[b.i0], r1[b.i1], a, b)
+               : bilinear_value_sep(r0[b.i0], r0[b.i1], r1[b.i0], r1[b.i1], a, b);
       }
   return y;
 }

@@ -209,10 +209,9 @@ Tensor adaptive_avg_pool2d_backward(const Tensor& dy, const Shape& x_shape) {
   return dx;
 }
 
-// ---- bilinear upsample, align_corners = false
-// ------------------------------------------------------ Per plane: each input row is interpolated
-// horizontally once (t = x[j0]·l0 + x[j1]·l1), then out = t_row0·h0 + t_row1·h1. (PyTorch's kernel
-// differs in the last bit on some elements: its build may fuse multiply-adds.)
+// ---- bilinear upsample, align_corners = false ----------------------------------------------
+// x [B, C, H, W] -> [B, C, out_h, out_w], bit-identical to PyTorch's CPU kernel (see
+// bilinear_value_cl / bilinear_value_sep in pointwise_detail.hpp for its two variants).
 Tensor upsample_bilinear2d_forward(const Tensor& x, int64_t out_h, int64_t out_w) {
   const char* op = op_name(Op::UpsampleBilinear2d);
   check_nchw(op, "x", x);
@@ -234,29 +233,62 @@ Tensor upsample_bilinear2d_forward(const Tensor& x, int64_t out_h, int64_t out_w
     l0[ow] = tw[ow].l0;
     l1[ow] = tw[ow].l1;
   }
+  if (!bilinear_channels_last_kernel(x.size(1), H, W)) {
+    // Separable: each input row interpolated horizontally once, then rows blended.
 #pragma omp parallel
-  {
-    std::vector<float> rows(static_cast<std::size_t>(H * out_w));
+    {
+      std::vector<float> rows(static_cast<std::size_t>(H * out_w));
 #pragma omp for schedule(static)
-    for (int64_t p = 0; p < P; ++p) {
-      const float* in = xp + p * H * W;
-      for (int64_t h = 0; h < H; ++h) {
-        const float* r = in + h * W;
-        float* t = rows.data() + h * out_w;
+      for (int64_t p = 0; p < P; ++p) {
+        const float* in = xp + p * H * W;
+        for (int64_t h = 0; h < H; ++h) {
+          const float* r = in + h * W;
+          float* t = rows.data() + h * out_w;
 #pragma omp simd
-        for (int64_t ow = 0; ow < out_w; ++ow) t[ow] = r[j0[ow]] * l0[ow] + r[j1[ow]] * l1[ow];
-      }
-      float* o = yp + p * out_h * out_w;
-      for (int64_t oh = 0; oh < out_h; ++oh) {
-        const LinearTap& a = th[oh];
-        const float* t0 = rows.data() + a.i0 * out_w;
-        const float* t1 = rows.data() + a.i1 * out_w;
-        float* orow = o + oh * out_w;
+          for (int64_t ow = 0; ow < out_w; ++ow)
+            t[ow] = std::fma(r[j0[ow]], l0[ow], r[j1[ow]] * l1[ow]);
+        }
+        float* o = yp + p * out_h * out_w;
+        for (int64_t oh = 0; oh < out_h; ++oh) {
+          const LinearTap& a = th[oh];
+          const float* t0 = rows.data() + a.i0 * out_w;
+          const float* t1 = rows.data() + a.i1 * out_w;
+          float* orow = o + oh * out_w;
 #pragma omp simd
-        for (int64_t ow = 0; ow < out_w; ++ow) orow[ow] = t0[ow] * a.l0 + t1[ow] * a.l1;
+          for (int64_t ow = 0; ow < out_w; ++ow) orow[ow] = std::fma(t0[ow], a.l0, t1[ow] * a.l1);
+        }
       }
     }
+    return y;
   }
+  // C == 1 or H·W == 1: four float weights per output, double accumulation.
+  std::vector<double> wts(static_cast<std::size_t>(out_h * 4 * out_w));
+  for (int64_t oh = 0; oh < out_h; ++oh)
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      const LinearTap &a = th[oh], &b = tw[ow];
+      double* wr = &wts[static_cast<std::size_t>(oh * 4 * out_w)];
+      wr[0 * out_w + ow] = a.l0 * b.l0;
+      wr[1 * out_w + ow] = a.l0 * b.l1;
+      wr[2 * out_w + ow] = a.l1 * b.l0;
+      wr[3 * out_w + ow] = a.l1 * b.l1;
+    }
+  parallel_chunks(P * out_h, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t p = r / out_h, oh = r % out_h;
+      const float* x0 = xp + (p * H + th[oh].i0) * W;
+      const float* x1 = xp + (p * H + th[oh].i1) * W;
+      const double* w = &wts[static_cast<std::size_t>(oh * 4 * out_w)];
+      float* orow = yp + r * out_w;
+#pragma omp simd
+      for (int64_t ow = 0; ow < out_w; ++ow) {
+        const double s = w[ow] * static_cast<double>(x0[j0[ow]]) +
+                         w[out_w + ow] * static_cast<double>(x0[j1[ow]]) +
+                         w[2 * out_w + ow] * static_cast<double>(x1[j0[ow]]) +
+                         w[3 * out_w + ow] * static_cast<double>(x1[j1[ow]]);
+        orow[ow] = static_cast<float>(s);
+      }
+    }
+  });
   return y;
 }
 // Backward: the transpose, separably: tmp[oh][w] = Σ_ow dy·l(w), then dx[h] += tmp[oh]·l(h).
