@@ -147,18 +147,46 @@ Tensor adaptive_avg_pool2d_forward(const Tensor& x, int64_t out_h, int64_t out_w
     w0[i] = adaptive_start(i, W, out_w);
     w1[i] = adaptive_end(i, W, out_w);
   }
+  // Vectorised over ow: the bin's columns are visited as offsets t < max width, padded with
+  // +0 where a bin is narrower (adding +0 to a sum started at +0 is exact), so each value is
+  // accumulated in PyTorch's row-major order.
+  // Per column offset t: gather index w0 + min(t, kw − 1) (int32 for 16-lane gathers) and
+  // whether the bin really has that column.
+  int64_t max_kw = 0;
+  for (int64_t i = 0; i < out_w; ++i) max_kw = std::max(max_kw, w1[i] - w0[i]);
+  std::vector<int32_t> gidx(static_cast<std::size_t>(max_kw * out_w));
+  std::vector<float> live(gidx.size()), fkw(out_w);
+  for (int64_t i = 0; i < out_w; ++i) {
+    const int64_t kw = w1[i] - w0[i];
+    fkw[i] = static_cast<float>(kw);
+    for (int64_t t = 0; t < max_kw; ++t) {
+      gidx[static_cast<std::size_t>(t * out_w + i)] =
+          static_cast<int32_t>(w0[i] + std::min(t, kw - 1));
+      live[static_cast<std::size_t>(t * out_w + i)] = t < kw ? 1.0f : 0.0f;
+    }
+  }
+  CMDR_CHECK(W < (int64_t{1} << 31), op, ": x ", x.str(), " is too wide");
   parallel_chunks(P * out_h, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t p = r / out_h, oh = r % out_h;
       const float* in = xp + p * H * W;
       float* o = yp + r * out_w;
-      const float kh = static_cast<float>(h1[oh] - h0[oh]);
-      for (int64_t ow = 0; ow < out_w; ++ow) {
-        float s = 0.0f;
-        for (int64_t h = h0[oh]; h < h1[oh]; ++h)
-          for (int64_t w = w0[ow]; w < w1[ow]; ++w) s += in[h * W + w];
-        o[ow] = s / kh / static_cast<float>(w1[ow] - w0[ow]);
+      std::fill(o, o + out_w, 0.0f);
+      for (int64_t h = h0[oh]; h < h1[oh]; ++h) {
+        const float* row = in + h * W;
+        for (int64_t t = 0; t < max_kw; ++t) {
+          const int32_t* gi = &gidx[static_cast<std::size_t>(t * out_w)];
+          const float* lv = &live[static_cast<std::size_t>(t * out_w)];
+#pragma omp simd
+          for (int64_t ow = 0; ow < out_w; ++ow) {
+            const float v = row[gi[ow]];
+            o[ow] += lv[ow] != 0.0f ? v : 0.0f;
+          }
+        }
       }
+      const float kh = static_cast<float>(h1[oh] - h0[oh]);
+#pragma omp simd
+      for (int64_t ow = 0; ow < out_w; ++ow) o[ow] = o[ow] / kh / fkw[ow];
     }
   });
   return y;
