@@ -27,7 +27,11 @@ int main(int argc, char** argv) {
 
   add_info(root);
   add_inspect(root);
+  add_synth(root);
   add_metrics(root);
+  add_preprocess(root);
+  add_init_extractors(root);
+  add_features(root);
 
   try {
     root.parse(argc, argv);

@@ -1,0 +1,359 @@
+#include "models/cmdr.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include "engine/error.hpp"
+
+namespace cmdr::models {
+
+bool all_finite(const Tensor& t) {
+  const Tensor c = t.contiguous();
+  const float* p = c.data();
+  const int64_t n = c.numel();
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);
+  return ok;
+}
+
+ag::Var masked_cosine_loss(const ag::Var& a, const ag::Var& b, const Tensor& valid) {
+  CMDR_CHECK(a.shape().size() == 2 && a.shape() == b.shape(), "masked_cosine_loss: a ",
+             shape_str(a.shape()), " vs b ", shape_str(b.shape()), ": expected equal [L, C]");
+  CMDR_CHECK(valid.numel() == a.shape()[0], "masked_cosine_loss: valid ", valid.str(), " vs a ",
+             shape_str(a.shape()), ": one flag per position expected");
+  const Tensor v = valid.reshape({a.shape()[0]}).contiguous();
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < v.numel(); ++i) {
+    if (v.data()[i] != 0.0f) idx.push_back(i);
+  }
+  if (idx.empty()) return ag::Var(Tensor::scalar(std::numeric_limits<float>::quiet_NaN()));
+  // SPEC 6: cos with x / max(‖x‖, 1e-6), averaged over the valid positions only (selected,
+  // not multiplied by the mask, so whatever sits at invalid positions cannot leak in).
+  ag::Var cos = ag::cosine_similarity(a, b, 1, 1e-6f);     // [L]
+  ag::Var mean = ag::mean(ag::index_select(cos, idx), 0);  // []
+  return ag::sub(ag::Var(Tensor::scalar(1.0f)), mean);     // []
+}
+
+CmdrConfig CmdrConfig::spec(Mode mode, int64_t side) {
+  CmdrConfig c;
+  c.mode = mode;
+  c.side = side;
+  c.dec2d = Decoder2DConfig::spec();
+  c.dec3d = Decoder3DConfig::spec(side);
+  return c;
+}
+
+Cmdr::Cmdr(const CmdrConfig& cfg) : cfg_(cfg) {
+  CMDR_CHECK(cfg.mode == Mode::Fused2D3D || cfg.mode == Mode::Only2D || cfg.mode == Mode::Only3D ||
+                 cfg.mode == Mode::MapOnly || cfg.mode == Mode::RecOnly,
+             "Cmdr: unknown mode");
+  CMDR_CHECK(cfg.side > 0 && cfg.side % 8 == 0, "Cmdr: side S = ", cfg.side,
+             " must be a positive multiple of 8");
+  CMDR_CHECK(cfg.dec2d.dim == cfg.rgb_dim, "Cmdr: Decoder2D dim ", cfg.dec2d.dim, " vs rgb_dim ",
+             cfg.rgb_dim);
+  CMDR_CHECK(cfg.dec3d.channels == cfg.xyz_dim, "Cmdr: Decoder3D channels ", cfg.dec3d.channels,
+             " vs xyz_dim ", cfg.xyz_dim);
+  CMDR_CHECK(cfg.dec3d.length == cfg.side * cfg.side, "Cmdr: Decoder3D length ", cfg.dec3d.length,
+             " vs S² = ", cfg.side * cfg.side);
+  Rng init(cfg.seed);
+  // One dropout stream per network, derived from the seed.
+  const uint64_t ds = cfg.seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  Decoder2DConfig d2 = cfg.dec2d;
+  Decoder3DConfig d3 = cfg.dec3d;
+  d2.p_drop = d3.p_drop = cfg.p_drop;
+  if (mode_uses_mapping(cfg.mode)) {
+    map2Dto3D =
+        std::make_unique<FeatureMappingMLP>(cfg.rgb_dim, cfg.xyz_dim, init, ds + 0, cfg.p_drop);
+    map3Dto2D =
+        std::make_unique<FeatureMappingMLP>(cfg.xyz_dim, cfg.rgb_dim, init, ds + 1, cfg.p_drop);
+  }
+  if (mode_uses_dec2d(cfg.mode)) dec2d = std::make_unique<Decoder2D>(d2, init, ds + 2);
+  if (mode_uses_dec3d(cfg.mode)) dec3d = std::make_unique<Decoder3D>(d3, init, ds + 3);
+  ag::AdamOptions ao;
+  ao.lr = cfg.lr;
+  for (int n = 0; n < 4; ++n) {
+    if (ag::Module* m = net(static_cast<Net>(n))) {
+      opt_[n] = std::make_unique<ag::Adam>(m->parameters(), ao);
+    }
+  }
+}
+
+ag::Module* Cmdr::net(Net n) const {
+  switch (n) {
+    case kMap2Dto3D:
+      return map2Dto3D.get();
+    case kMap3Dto2D:
+      return map3Dto2D.get();
+    case kDec2D:
+      return dec2d.get();
+    case kDec3D:
+      return dec3d.get();
+  }
+  return nullptr;
+}
+
+ag::StateDict Cmdr::state_dict() {
+  ag::StateDict out;
+  for (int n = 0; n < 4; ++n) {
+    if (ag::Module* m = net(static_cast<Net>(n))) {
+      for (auto& [k, t] : m->state_dict()) out[std::string(kNetNames[n]) + "." + k] = t;
+    }
+  }
+  return out;
+}
+
+void Cmdr::load_state_dict(const ag::StateDict& sd, bool strict) {
+  std::vector<std::string> unused;
+  std::array<ag::StateDict, 4> parts;
+  for (const auto& [k, t] : sd) {
+    bool placed = false;
+    for (int n = 0; n < 4; ++n) {
+      const std::string prefix = std::string(kNetNames[n]) + ".";
+      if (k.rfind(prefix, 0) == 0 && has(static_cast<Net>(n))) {
+        parts[n][k.substr(prefix.size())] = t;
+        placed = true;
+        break;
+      }
+    }
+    if (!placed) unused.push_back(k);
+  }
+  if (strict && !unused.empty()) {
+    fail("Cmdr::load_state_dict: ", unused.size(), " unexpected tensor(s) for mode ",
+         mode_name(cfg_.mode), ", first '", unused.front(), "'");
+  }
+  for (int n = 0; n < 4; ++n) {
+    if (ag::Module* m = net(static_cast<Net>(n))) {
+      try {
+        m->load_state_dict(parts[n], strict);
+      } catch (const Error& e) {
+        fail("Cmdr::load_state_dict: ", kNetNames[n], ": ", e.what());
+      }
+    }
+  }
+}
+
+void Cmdr::set_dropout(float p) {
+  if (map2Dto3D) map2Dto3D->set_dropout(p);
+  if (map3Dto2D) map3Dto2D->set_dropout(p);
+  if (dec2d) dec2d->set_dropout(p);
+  if (dec3d) dec3d->set_dropout(p);
+}
+
+void Cmdr::reseed_dropout(uint64_t seed) {
+  const uint64_t ds = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  if (map2Dto3D) map2Dto3D->reseed_dropout(ds + 0);
+  if (map3Dto2D) map3Dto2D->reseed_dropout(ds + 1);
+  if (dec2d) dec2d->reseed_dropout(ds + 2);
+  if (dec3d) dec3d->reseed_dropout(ds + 3);
+}
+
+void Cmdr::check_inputs(const Tensor& rgb, const Tensor& xyz, const Tensor& valid,
+                        const char* who) const {
+  const int64_t l = cfg_.side * cfg_.side;
+  const bool need_rgb = has(kDec2D) || has(kMap2Dto3D);
+  const bool need_xyz = has(kDec3D) || has(kMap3Dto2D);
+  if (need_rgb) {
+    CMDR_CHECK(rgb.defined() && rgb.shape() == Shape({l, cfg_.rgb_dim}), who, ": rgb_patch ",
+               rgb.defined() ? rgb.str() : "missing", ", expected [", l, ", ", cfg_.rgb_dim,
+               "] (S = ", cfg_.side, ")");
+  }
+  if (need_xyz) {
+    CMDR_CHECK(xyz.defined() && xyz.shape() == Shape({l, cfg_.xyz_dim}), who, ": xyz_patch ",
+               xyz.defined() ? xyz.str() : "missing", ", expected [", l, ", ", cfg_.xyz_dim,
+               "] (S = ", cfg_.side, ")");
+  }
+  if (cfg_.mode != Mode::Only2D) {
+    CMDR_CHECK(valid.defined() && valid.numel() == l, who, ": valid ",
+               valid.defined() ? valid.str() : "missing", ", expected ", l, " flags");
+  }
+}
+
+namespace {
+
+ag::StateDict clone_state(ag::Module& m) {
+  ag::StateDict s = m.state_dict();
+  for (auto& [k, t] : s) t = t.clone();
+  return s;
+}
+
+std::vector<Tensor> clone_all(const std::vector<Tensor>& v) {
+  std::vector<Tensor> out;
+  out.reserve(v.size());
+  for (const Tensor& t : v) out.push_back(t.defined() ? t.clone() : Tensor());
+  return out;
+}
+
+}  // namespace
+
+StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& valid) {
+  check_inputs(rgb, xyz, valid, "train_step");
+  ++step_;
+  const int64_t l = cfg_.side * cfg_.side;
+  // Mode 2d has no geometry: every position is valid (SPEC 7 "Modes").
+  const Tensor v = cfg_.mode == Mode::Only2D ? Tensor::ones({l}) : valid.reshape({l});
+  StepResult res;
+  res.loss.fill(std::numeric_limits<float>::quiet_NaN());
+  res.grad_norm.fill(std::numeric_limits<float>::quiet_NaN());
+  const ag::Var rgb_v(rgb), xyz_v(xyz);
+  for (int n = 0; n < 4; ++n) {
+    ag::Module* m = net(static_cast<Net>(n));
+    if (m == nullptr) continue;
+    ag::Adam& opt = *opt_[n];
+    m->train();
+    // State before the step, restored if anything turns non-finite. Buffers (BatchNorm
+    // running stats) change in the forward, so the snapshot precedes it.
+    const ag::StateDict before = clone_state(*m);
+    const std::vector<Tensor> m_before = clone_all(opt.exp_avg());
+    const std::vector<Tensor> v_before = clone_all(opt.exp_avg_sq());
+    const int64_t t_before = opt.steps();
+    m->zero_grad();
+    std::string reason;
+    {
+      // Each network steps on its own loss (SPEC 6):
+      //   map2Dto3D(rgb) vs xyz, map3Dto2D(xyz) vs rgb, Dec2D(rgb) vs rgb, Dec3D(xyz) vs xyz.
+      ag::Var out, target;
+      switch (n) {
+        case kMap2Dto3D:
+          out = map2Dto3D->forward(rgb_v), target = xyz_v;
+          break;
+        case kMap3Dto2D:
+          out = map3Dto2D->forward(xyz_v), target = rgb_v;
+          break;
+        case kDec2D:
+          out = dec2d->forward(rgb_v), target = rgb_v;
+          break;
+        case kDec3D:
+          out = dec3d->forward(xyz_v), target = xyz_v;
+          break;
+      }
+      ag::Var loss = masked_cosine_loss(out, target, v);
+      res.loss[n] = loss.value().item();
+      if (!std::isfinite(res.loss[n])) {
+        reason = "non-finite loss";
+      } else {
+        ag::backward(loss);
+      }
+    }
+    if (reason.empty()) {
+      double sq = 0.0;
+      bool finite = true;
+      for (ag::Var* p : m->parameters()) {
+        if (!p->grad().defined()) continue;
+        const Tensor g = p->grad().contiguous();
+        for (int64_t i = 0; i < g.numel(); ++i) {
+          const float x = g.data()[i];
+          finite &= std::isfinite(x);
+          sq += static_cast<double>(x) * x;
+        }
+      }
+      res.grad_norm[n] = static_cast<float>(std::sqrt(sq));
+      if (!finite || !std::isfinite(sq)) reason = "non-finite gradient";
+    }
+    if (reason.empty() && cfg_.clip_grad > 0.0f) {
+      // torch.nn.utils.clip_grad_norm_: scale by max_norm / (total_norm + 1e-6) when < 1.
+      const double coef = cfg_.clip_grad / (static_cast<double>(res.grad_norm[n]) + 1e-6);
+      if (coef < 1.0) {
+        for (ag::Var* p : m->parameters()) {
+          if (p->grad().defined()) p->grad() = ops::scale(p->grad(), static_cast<float>(coef));
+        }
+      }
+    }
+    if (reason.empty()) {
+      opt.step();
+      bool finite = true;
+      for (ag::Var* p : m->parameters()) finite &= all_finite(p->value());
+      if (!finite) reason = "non-finite updated parameter";
+      bool state_ok = true;
+      for (const Tensor& t : opt.exp_avg()) state_ok &= !t.defined() || all_finite(t);
+      for (const Tensor& t : opt.exp_avg_sq()) state_ok &= !t.defined() || all_finite(t);
+      if (finite && !state_ok) reason = "non-finite optimizer state";
+    }
+    if (!reason.empty()) {
+      m->load_state_dict(before, /*strict=*/true);
+      opt.exp_avg() = m_before;
+      opt.exp_avg_sq() = v_before;
+      opt.set_steps(t_before);
+      res.rolled_back[n] = true;
+      rollbacks_.push_back({step_, n, reason});
+    }
+    m->zero_grad();
+  }
+  return res;
+}
+
+CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid, Mode mode) {
+  CMDR_CHECK(!mode_uses_mapping(mode) || (has(kMap2Dto3D) && has(kMap3Dto2D)), "Cmdr::infer: mode ",
+             mode_name(mode), " needs the mapping networks, the model is ", mode_name(cfg_.mode));
+  CMDR_CHECK(!mode_uses_dec2d(mode) || has(kDec2D), "Cmdr::infer: mode ", mode_name(mode),
+             " needs Decoder2D, the model is ", mode_name(cfg_.mode));
+  CMDR_CHECK(!mode_uses_dec3d(mode) || has(kDec3D), "Cmdr::infer: mode ", mode_name(mode),
+             " needs Decoder3D, the model is ", mode_name(cfg_.mode));
+  const int64_t s = cfg_.side, l = s * s;
+  if (mode_uses_dec2d(mode)) {
+    CMDR_CHECK(rgb.defined() && rgb.shape() == Shape({l, cfg_.rgb_dim}), "Cmdr::infer: rgb_patch ",
+               rgb.defined() ? rgb.str() : "missing", ", expected [", l, ", ", cfg_.rgb_dim, "]");
+  }
+  if (mode_uses_dec3d(mode)) {
+    CMDR_CHECK(xyz.defined() && xyz.shape() == Shape({l, cfg_.xyz_dim}), "Cmdr::infer: xyz_patch ",
+               xyz.defined() ? xyz.str() : "missing", ", expected [", l, ", ", cfg_.xyz_dim, "]");
+  }
+  Tensor v;
+  if (mode == Mode::Only2D) {
+    v = Tensor::ones({s, s});
+  } else {
+    CMDR_CHECK(valid.defined() && valid.numel() == l, "Cmdr::infer: valid ",
+               valid.defined() ? valid.str() : "missing", ", expected ", l, " flags");
+    v = valid.reshape({s, s});
+  }
+
+  ag::NoGrad no_grad;
+  // Eval mode for the call; each network's previous mode is restored afterwards.
+  std::array<bool, 4> was_training{};
+  for (int n = 0; n < 4; ++n) {
+    if (ag::Module* m = net(static_cast<Net>(n))) {
+      was_training[n] = m->training();
+      m->eval();
+    }
+  }
+  CmdrOutputs out;
+  FusionInputs fi;
+  fi.valid = v;
+  const ag::Var rgb_v(rgb), xyz_v(xyz);
+  if (mode_uses_mapping(mode)) {
+    out.mapped_3d = map2Dto3D->forward(rgb_v).value();  // [S², xyz_dim]
+    out.mapped_2d = map3Dto2D->forward(xyz_v).value();  // [S², rgb_dim]
+    fi.d_map2d = error_map(out.mapped_2d, rgb, s);
+    fi.d_map3d = error_map(out.mapped_3d, xyz, s);
+  }
+  if (mode_uses_dec2d(mode)) {
+    out.recon_2d = dec2d->forward(rgb_v).value();  // [S², rgb_dim]
+    fi.d_rec2d = error_map(out.recon_2d, rgb, s);
+  }
+  if (mode_uses_dec3d(mode)) {
+    out.recon_3d = dec3d->forward(xyz_v).value();  // [S², xyz_dim]
+    fi.d_rec3d = error_map(out.recon_3d, xyz, s);
+  }
+  for (int n = 0; n < 4; ++n) {
+    if (ag::Module* m = net(static_cast<Net>(n))) m->train(was_training[n]);
+  }
+  out.fusion = fuse(fi, mode);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> dump_tensors(const CmdrOutputs& out) {
+  const FusionResult& f = out.fusion;
+  const std::pair<const char*, const Tensor*> all[] = {
+      {"mapped_2d", &out.mapped_2d}, {"mapped_3d", &out.mapped_3d}, {"recon_2d", &out.recon_2d},
+      {"recon_3d", &out.recon_3d},   {"d_map2d", &f.d_map2d},       {"d_map3d", &f.d_map3d},
+      {"d_rec2d", &f.d_rec2d},       {"d_rec3d", &f.d_rec3d},       {"a_map", &f.a_map},
+      {"a_rec", &f.a_rec},           {"fused", &f.fused},           {"pixel_map", &f.pixel_map},
+      {"aupro_map", &f.aupro_map}};
+  std::vector<std::pair<std::string, Tensor>> v;
+  for (const auto& [name, t] : all) {
+    if (t->defined()) v.emplace_back(name, *t);
+  }
+  if (f.fused.defined()) v.emplace_back("image_score", Tensor::full({1}, f.image_score));
+  return v;
+}
+
+}  // namespace cmdr::models

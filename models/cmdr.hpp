@@ -1,0 +1,121 @@
+#pragma once
+// The four CMDR-IAD networks together (SPEC 5-7): map2Dto3D, map3Dto2D, Dec2D, Dec3D, their
+// masked cosine losses and Adam optimizers (training step with rollback of non-finite
+// steps), checkpoint naming (state_dict prefixes) and inference producing every tensor the
+// `score --dump` verb writes.
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/modules.hpp"
+#include "autograd/optim.hpp"
+#include "models/decoder2d.hpp"
+#include "models/decoder3d.hpp"
+#include "models/feature_mapping.hpp"
+#include "models/fusion.hpp"
+
+namespace cmdr::models {
+
+// SPEC 6 loss for one pair: 1 − mean over valid positions of cos(a_p, b_p), with
+// cos = <a/max(‖a‖,1e-6), b/max(‖b‖,1e-6)>. a [L, C] (differentiable), b [L, C] (target),
+// valid [L] 0/1. With no valid position the mean is undefined: the result is NaN (and the
+// training step skips that network, as for any non-finite loss).
+ag::Var masked_cosine_loss(const ag::Var& a, const ag::Var& b, const Tensor& valid);
+
+struct CmdrConfig {
+  Mode mode = Mode::Fused2D3D;  // training modes: 2d3d (all four), 2d, 3d
+  int64_t side = 224;           // S
+  int64_t rgb_dim = 768, xyz_dim = 1152;
+  Decoder2DConfig dec2d;   // dec2d.dim must equal rgb_dim
+  Decoder3DConfig dec3d;   // dec3d.length = side², dec3d.channels = xyz_dim
+  float p_drop = 0.1f;     // all dropouts (0 for the training-parity hook)
+  float lr = 1e-3f;        // Adam, SPEC 6
+  float clip_grad = 0.0f;  // > 0: clip each network's gradient norm to this (PyTorch
+                           // clip_grad_norm_, coefficient max/(norm + 1e-6))
+  uint64_t seed = 0;       // init and dropout streams derive from it
+  // SPEC 5 widths at side S.
+  static CmdrConfig spec(Mode mode, int64_t side);
+};
+
+// Network slots, in checkpoint / CSV order.
+enum Net : int { kMap2Dto3D = 0, kMap3Dto2D = 1, kDec2D = 2, kDec3D = 3 };
+inline constexpr std::array<const char*, 4> kNetNames{"map2Dto3D", "map3Dto2D", "Dec2D", "Dec3D"};
+// Loss names as in `--dump-losses` (map2d = mapped_2d vs rgb, i.e. map3Dto2D's loss).
+inline constexpr std::array<const char*, 4> kLossNames{"map3d", "map2d", "rec2d", "rec3d"};
+
+struct Rollback {
+  int64_t step = 0;  // 1-based training step
+  int net = 0;       // Net
+  std::string reason;
+};
+
+struct StepResult {
+  // Loss before the update, per Net slot; NaN for a network the mode does not train.
+  std::array<float, 4> loss{};
+  std::array<bool, 4> rolled_back{};
+  std::array<float, 4> grad_norm{};  // before clipping; NaN if not computed
+};
+
+// Everything `score --dump` writes beyond the features (SPEC 7). Undefined = not computed
+// in this mode.
+struct CmdrOutputs {
+  Tensor mapped_2d, mapped_3d, recon_2d, recon_3d;  // [S², C]
+  FusionResult fusion;  // d_* maps, a_map, a_rec, fused, pixel_map, aupro_map, image_score
+};
+
+// The tensors of `score --dump` (issue 5) by name, in a fixed order: mapped_2d, mapped_3d,
+// recon_2d, recon_3d [S², C]; d_map2d, d_map3d, d_rec2d (after its smoothing), d_rec3d,
+// a_map, a_rec, fused, pixel_map, aupro_map [S, S]; image_score [1]. Tensors the mode did
+// not compute are left out.
+std::vector<std::pair<std::string, Tensor>> dump_tensors(const CmdrOutputs& out);
+
+class Cmdr {
+ public:
+  explicit Cmdr(const CmdrConfig& cfg);
+  const CmdrConfig& config() const { return cfg_; }
+  bool has(Net n) const { return net(n) != nullptr; }
+  ag::Module* net(Net n) const;
+
+  // Checkpoint names: "<prefix>.<PyTorch name>" for every network of the mode.
+  ag::StateDict state_dict();
+  void load_state_dict(const ag::StateDict& sd, bool strict = true);
+
+  // One SPEC 6 training step on one sample (train mode): each network of the mode does
+  // forward, its masked cosine loss, backward and its own Adam step. A non-finite loss,
+  // gradient, updated parameter or optimizer state rolls that network back to its state
+  // before the step (parameters, buffers, Adam moments and count) and is recorded.
+  // rgb [S², rgb_dim], xyz [S², xyz_dim], valid [S²] (ignored in mode 2d: all valid).
+  StepResult train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& valid);
+  int64_t steps() const { return step_; }
+  const std::vector<Rollback>& rollbacks() const { return rollbacks_; }
+  ag::Adam& optimizer(Net n) { return *opt_.at(n); }
+  void set_dropout(float p);
+  // Restarts every network's dropout stream from `seed` (the trainer does this per epoch so
+  // that a resumed run draws the same masks).
+  void reseed_dropout(uint64_t seed);
+
+  // Inference (eval mode, no gradients) in `mode` (a 2d3d model also serves map / rec).
+  CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid, Mode mode);
+  CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid) {
+    return infer(rgb, xyz, valid, cfg_.mode);
+  }
+
+  std::unique_ptr<FeatureMappingMLP> map2Dto3D, map3Dto2D;
+  std::unique_ptr<Decoder2D> dec2d;
+  std::unique_ptr<Decoder3D> dec3d;
+
+ private:
+  CmdrConfig cfg_;
+  std::array<std::unique_ptr<ag::Adam>, 4> opt_;
+  int64_t step_ = 0;
+  std::vector<Rollback> rollbacks_;
+  void check_inputs(const Tensor& rgb, const Tensor& xyz, const Tensor& valid,
+                    const char* who) const;
+};
+
+// True when every element is finite.
+bool all_finite(const Tensor& t);
+
+}  // namespace cmdr::models

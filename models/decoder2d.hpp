@@ -1,0 +1,77 @@
+#pragma once
+// Decoder2D (SPEC 5.2): projection → pre-norm windowed-attention block over the S² tokens →
+// transposed-conv decoder on the S×S grid → per-position reconstruction. Member names are
+// the PyTorch checkpoint names (projection, attn.norm1, attn.attn.qkv, attn.attn.proj,
+// attn.norm2, attn.mlp, conv_decoder, reconstruct).
+#include <cstdint>
+
+#include "autograd/modules.hpp"
+#include "engine/rng.hpp"
+
+namespace cmdr::models {
+
+// Widths. spec() gives SPEC 5.2's (dim 768); tests use reduced widths with the same
+// structure (the fixtures would be tens of MB otherwise).
+struct Decoder2DConfig {
+  int64_t dim = 768;          // input / output width
+  int64_t hidden = 384;       // r
+  int64_t heads = 8;          // head width = hidden / heads = 48
+  int64_t window = 128;       // tokens per attention window
+  int64_t mlp_hidden = 768;   // attn.mlp
+  int64_t conv1 = 256;        // conv_decoder.0 output
+  int64_t conv2 = 128;        // conv_decoder.3 output
+  int64_t rec_hidden = 1536;  // reconstruct.0 output
+  float p_drop = 0.1f;        // every Dropout, attention probabilities included
+  static Decoder2DConfig spec() { return {}; }
+};
+
+// attn.attn: windowed multi-head self-attention (SPEC 5.2).
+class WindowAttention : public ag::Module {
+ public:
+  WindowAttention(const Decoder2DConfig& cfg, Rng& init_rng, Rng& drop_rng);
+  // x [L, r] -> [L, r]
+  ag::Var forward(const ag::Var& x);
+  int64_t heads, head_dim, window;
+  float p_drop;
+  ag::Linear qkv;   // Linear(r → 3r), output split as (3, heads, head_dim)
+  ag::Linear proj;  // Linear(r → r)
+  ag::Dropout proj_drop;
+
+ private:
+  Rng* drop_rng_;
+};
+
+// attn: x += attn(norm1(x)); x += mlp(norm2(x)).
+class AttentionBlock : public ag::Module {
+ public:
+  AttentionBlock(const Decoder2DConfig& cfg, Rng& init_rng, Rng& drop_rng);
+  // x [L, r] -> [L, r]
+  ag::Var forward(const ag::Var& x);
+  ag::LayerNorm norm1;
+  WindowAttention attn;
+  ag::LayerNorm norm2;
+  ag::Sequential mlp;  // [0 Linear(r→mlp), 1 GELU, 2 Drop, 3 Linear(mlp→r), 4 Drop]
+};
+
+class Decoder2D : public ag::Module {
+ public:
+  Decoder2D(const Decoder2DConfig& cfg, Rng& init_rng, uint64_t dropout_seed);
+  // x [S², dim] (tokens in row-major S×S order) -> [S², dim]
+  ag::Var forward(const ag::Var& x);
+  void set_dropout(float p);
+  void reseed_dropout(uint64_t seed) { drop_rng_ = Rng(seed); }
+
+  const Decoder2DConfig cfg;
+
+ private:
+  Rng drop_rng_;  // declared before the layers that hold a reference to it
+
+ public:
+  ag::Sequential projection;  // [0 Linear(dim→r), 1 GELU, 2 LN, 3 Drop, 4 Linear, 5 GELU, 6 LN]
+  AttentionBlock attn;
+  ag::Sequential conv_decoder;  // [0 ConvT2d(r→c1), 1 BN, 2 GELU, 3 ConvT2d(c1→c2), 4 BN,
+                                //  5 GELU, 6 ConvT2d(c2→r), 7 BN, 8 GELU], all 3×3 s1 p1
+  ag::Sequential reconstruct;   // [0 Linear(r→rec), 1 GELU, 2 Drop, 3 Linear(rec→dim), 4 LN]
+};
+
+}  // namespace cmdr::models
