@@ -26,7 +26,12 @@ int main(int argc, char** argv) {
   root.set_version_flag("--version", std::string("cmdr-iad ") + CMDR_VERSION);
 
   add_info(root);
+  add_inspect(root);
+  add_synth(root);
   add_metrics(root);
+  add_preprocess(root);
+  add_init_extractors(root);
+  add_features(root);
 
   try {
     root.parse(argc, argv);

@@ -7,7 +7,8 @@
 // NoGrad scope every function just calls ops::*_forward and returns a constant Var.
 // backward(loss): reverse topological order from loss, accumulating (+=) into .grad of
 // every Var that requires grad; interior nodes' saved tensors are released afterwards
-// unless retain_graph (a second backward without it throws, naming the op).
+// unless retain_graph (a second backward without it throws, naming the op); a released
+// node also drops its `inputs`, so activations no Var refers to are freed at once.
 #include <functional>
 #include <memory>
 #include <string>
@@ -20,16 +21,22 @@
 namespace cmdr::ag {
 
 struct Node {
+  Node() = default;
+  ~Node();  // iterative: a long chain of inputs is freed without deep recursion
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
   Tensor value;
   Tensor grad;  // undefined until backward reaches it
   bool requires_grad = false;
   bool is_leaf = true;
-  bool retain_grad = false;  // keep .grad on an interior node
-  ops::Op op = ops::Op::kCount;  // which op produced it (kCount for leaves)
+  bool retain_grad = false;         // keep .grad on an interior node
+  ops::Op op = ops::Op::kCount;     // which op produced it (kCount for leaves)
+  const char* view_name = nullptr;  // name for recorded functions outside the op table
   std::vector<std::shared_ptr<Node>> inputs;
   // Given this node's grad, returns one gradient per input (undefined = no contribution).
   std::function<std::vector<Tensor>(const Tensor& grad)> backward_fn;
-  bool released = false;  // saved tensors freed after a non-retained backward
+  bool released = false;     // saved tensors freed after a non-retained backward
+  std::string name() const;  // op_name(op), view_name, or "leaf"
 };
 
 class Var {
@@ -98,12 +105,15 @@ Var mean(const Var& x, int64_t axis, bool keepdim = false);
 Var max(const Var& x, int64_t axis, bool keepdim = false);
 Var l2_normalize(const Var& x, int64_t axis, float eps);
 Var cosine_similarity(const Var& a, const Var& b, int64_t axis, float eps);
-Var attention(const Var& q, const Var& k, const Var& v, float scale, int64_t window,
-              float p_drop, bool training, Rng* rng);
+Var attention(const Var& q, const Var& k, const Var& v, float scale, int64_t window, float p_drop,
+              bool training, Rng* rng);
 Var avg_pool2d(const Var& x, int64_t k, int64_t pad);
 Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w);
 Var upsample_bilinear2d(const Var& x, int64_t out_h, int64_t out_w);
 Var index_select(const Var& x, const std::vector<int64_t>& idx);
+// Extensions beyond the first contract: nearest resize and index_add (scatter of rows).
+Var resize_nearest2d(const Var& x, int64_t out_h, int64_t out_w);
+Var index_add(const Var& src, const std::vector<int64_t>& idx, int64_t n_rows);
 // Views/copies that carry gradients (backward applies the inverse reshaping).
 Var reshape(const Var& x, const Shape& shape);
 Var permute(const Var& x, const std::vector<int64_t>& order);  // result made contiguous

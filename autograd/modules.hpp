@@ -32,9 +32,16 @@ class Module {
   // Parameters + buffers (running stats; num_batches_tracked stored as a float tensor of
   // shape [] here, written as I64 by the checkpoint writer).
   StateDict state_dict();
+  // The state_dict keys in PyTorch's order (own parameters, own buffers, then children).
+  std::vector<std::string> state_dict_keys();
+  // The tensors share storage with the module (as PyTorch's state_dict does): clone() them
+  // to keep a snapshot.
   // Copies values in. strict: every key must be present and no extra keys; shape mismatch
-  // always throws naming the tensor and both shapes. Returns the keys it did not use.
-  std::vector<std::string> load_state_dict(const StateDict& sd, bool strict = true);
+  // always throws naming the tensor and both shapes. Returns the keys it did not use
+  // (unexpected keys); in non-strict mode the model keys absent from `sd` are left unchanged
+  // and listed in *missing when given. Nothing is copied unless every check passes.
+  std::vector<std::string> load_state_dict(const StateDict& sd, bool strict = true,
+                                           std::vector<std::string>* missing = nullptr);
   void zero_grad();
   int64_t num_parameters();
 
@@ -90,6 +97,13 @@ using BatchNorm2d = BatchNorm;
 class Conv1d : public Layer {  // weight [out, in, k]
  public:
   Conv1d(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad, bool bias, Rng& rng);
+  Var forward(const Var& x) override;
+  Var weight, bias;
+  int64_t stride, pad;
+};
+class Conv2d : public Layer {  // weight [out, in, k, k] (extension: square kernels)
+ public:
+  Conv2d(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad, bool bias, Rng& rng);
   Var forward(const Var& x) override;
   Var weight, bias;
   int64_t stride, pad;

@@ -173,9 +173,9 @@ class HeaderSax {
   bool key(std::string& k) {
     if (ctx_ == Ctx::Top) {
       if (!top_keys_.insert(k).second) {
+        if (k == "__metadata__") return set("duplicate __metadata__ entry");
         tensor_ = k;
-        return set(k == "__metadata__" ? "duplicate __metadata__ entry"
-                                       : "duplicate tensor name (key appears twice)");
+        return set("duplicate tensor name (key appears twice)");
       }
       key_ = k;
       return true;
@@ -458,6 +458,12 @@ void File::parse() {
   CMDR_CHECK(valid_utf8(h, n, &bad), "safetensors '", path,
              "': header is not valid UTF-8 (bad byte at header offset ", bad, ")");
   CMDR_CHECK(n >= 1 && h[0] == '{', "safetensors '", path, "': header does not start with '{'");
+  // nlohmann's lexer takes a NUL byte for the end of input, so "{}\0garbage" would pass;
+  // a raw NUL is never valid JSON (inside strings it must be escaped), so reject it here.
+  const void* nul = std::memchr(h, 0, n);
+  CMDR_CHECK(!nul, "safetensors '", path,
+             "': header is not valid JSON (raw NUL byte at header offset ",
+             static_cast<const char*>(nul) - h, ")");
   data_ = base_ + 8 + n;
   const uint64_t buf = size_ - 8 - n;
 

@@ -9,9 +9,10 @@
 // drop_mask entries are 0 or 1/(1 − p) (inverted dropout), drawn as Bernoulli(1 − p) from
 // the Rng in row-major order over (b, h, window, query, key) of the real (unpadded) entries.
 //
-// Per (b, h) the full windows form one batched product (batch = number of full windows,
-// operands addressed with their real strides — q/k/v may be views of a packed qkv tensor),
-// the short last window a second one.
+// All (b, h, window) blocks run as one batched oneDNN product (operands addressed with their
+// real strides — q/k/v may be views of a packed qkv tensor); the short last window of every
+// (b, h) as a second one. One softmax primitive call covers all rows.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -97,27 +98,49 @@ void softmax_rows(float* p, int64_t rows, int64_t n) {
   du::stream().wait();
 }
 
-// Per-(b,h) operand views. base: the (b, h) [T, d] matrix with row stride sT.
-struct Head {
-  const float* p;
-  int64_t sT;
-};
-Head head(const Tensor& t, int64_t b, int64_t h) {
-  return Head{t.data() + b * t.stride(0) + h * t.stride(1), t.stride(2)};
+// Operand views over all (b, h) at once: the full windows of X [B, H, T, d] as a batch
+// [B, H, nf] of [W, d] matrices, the short last window as a batch [B, H] of [rem, d].
+Mat full_windows(const Tensor& x, const AttnGeo& g) {
+  return Mat{x.data(),
+             {g.B, g.H, g.nf},
+             {x.stride(0), x.stride(1), g.W * x.stride(2)},
+             g.W,
+             g.d,
+             x.stride(2),
+             1};
 }
-// Full windows as a batch [nf, W, d]; the tail as [1, rem, d].
-Mat full_windows(const Head& x, const AttnGeo& g) {
-  return Mat{x.p, g.nf, g.W, g.d, g.W * x.sT, x.sT, 1};
+Mat tail_window(const Tensor& x, const AttnGeo& g) {
+  return Mat{x.data() + g.nf * g.W * x.stride(2),
+             {g.B, g.H},
+             {x.stride(0), x.stride(1)},
+             g.rem,
+             g.d,
+             x.stride(2),
+             1};
 }
-Mat tail_window(const Head& x, const AttnGeo& g) {
-  return Mat{x.p + g.nf * g.W * x.sT, 1, g.rem, g.d, g.rem * x.sT, x.sT, 1};
+// Probability-like buffers [B, H, nw, W, W]: full windows, and the tail's rem×rem block
+// (row stride W) at the start of the last slot.
+Shape full_pbs(const AttnGeo& g) {
+  return {g.H * g.slot(), g.slot(), g.W * g.W};
 }
-// Probability-like buffers of one (b, h): [nw, W, W]; the tail's rem×rem block has row stride W.
+Shape tail_pbs(const AttnGeo& g) {
+  return {g.H * g.slot(), g.slot()};
+}
 Mat full_probs(const float* p, const AttnGeo& g) {
-  return Mat{p, g.nf, g.W, g.W, g.W * g.W, g.W, 1};
+  return Mat{p, {g.B, g.H, g.nf}, full_pbs(g), g.W, g.W, g.W, 1};
+}
+float* tail_ptr(float* p, const AttnGeo& g) {
+  return p + g.nf * g.W * g.W;
 }
 Mat tail_probs(const float* p, const AttnGeo& g) {
-  return Mat{p + g.nf * g.W * g.W, 1, g.rem, g.rem, g.W * g.W, g.W, 1};
+  return Mat{p + g.nf * g.W * g.W, {g.B, g.H}, tail_pbs(g), g.rem, g.rem, g.W, 1};
+}
+// Outputs [B, H, T, d] (contiguous): batch strides of the full windows / the tail.
+Shape full_obs(const AttnGeo& g) {
+  return {g.H * g.T * g.d, g.T * g.d, g.W * g.d};
+}
+Shape tail_obs(const AttnGeo& g) {
+  return {g.H * g.T * g.d, g.T * g.d};
 }
 
 Tensor make_drop_mask(const AttnGeo& g, const Shape& shape, float p, Rng& rng) {
@@ -134,6 +157,23 @@ Tensor make_drop_mask(const AttnGeo& g, const Shape& shape, float p, Rng& rng) {
   return m;
 }
 
+// out = a ⊙ b elementwise (n floats), in parallel.
+Tensor times(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty(a.shape());
+  const float *x = a.data(), *y = b.data();
+  float* o = out.data();
+  const int64_t n = a.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) o[i] = x[i] * y[i];
+  return out;
+}
+
+// Zeroes the last (short) window's W×W slot of every (b, h).
+void zero_tail_slots(float* p, const AttnGeo& g) {
+  for (int64_t bh = 0; bh < g.B * g.H; ++bh)
+    std::fill_n(tail_ptr(p + bh * g.slot(), g), g.W * g.W, 0.0f);
+}
+
 }  // namespace
 
 // q, k, v [B, H, T, d] -> out [B, H, T, d]; per window: out = dropout(softmax(q·kᵀ·scale))·v
@@ -147,40 +187,31 @@ Tensor attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v
                   4.0 * (4 * q_in.numel() + 2 * g.B * g.H * g.slot()));
   const Tensor q = unit_last(q_in), k = unit_last(k_in), v = unit_last(v_in);
   const Shape ps_shape = g.probs_shape(window);
-  Tensor probs = Tensor::zeros(ps_shape);
+  Tensor probs = Tensor::empty(ps_shape);
+  float* pb = probs.data();
+  // scores = scale · q·kᵀ, softmax along keys. One softmax call covers every row of every
+  // slot (tail slots are zero then, harmless); the tail is then recomputed on its own.
+  if (g.rem > 0) zero_tail_slots(pb, g);
+  if (g.nf > 0)
+    detail::gemm(full_windows(q, g), full_windows(k, g).t(), pb, full_pbs(g), g.W, nullptr, scale);
+  softmax_rows(pb, g.B * g.H * g.nw * g.W, g.W);
+  if (g.rem > 0) {
+    zero_tail_slots(pb, g);
+    detail::gemm(tail_window(q, g), tail_window(k, g).t(), tail_ptr(pb, g), tail_pbs(g), g.W,
+                 nullptr, scale);
+    const int64_t bhn = g.B * g.H;
+#pragma omp parallel for schedule(static)
+    for (int64_t bh = 0; bh < bhn; ++bh)
+      softmax_rows_ref(tail_ptr(pb + bh * g.slot(), g), g.rem, g.rem, g.W);
+  }
   Tensor mask = drop ? make_drop_mask(g, ps_shape, p_drop, *rng) : Tensor();
-  Tensor dropped = drop ? Tensor::empty({g.slot()}) : Tensor();  // probs·mask of one (b, h)
+  const Tensor pv = drop ? times(probs, mask) : probs;
   Tensor out = Tensor::empty({g.B, g.H, g.T, g.d});
-  for (int64_t b = 0; b < g.B; ++b)
-    for (int64_t h = 0; h < g.H; ++h) {
-      const int64_t bh = b * g.H + h;
-      const Head qh = head(q, b, h), kh = head(k, b, h), vh = head(v, b, h);
-      float* pb = probs.data() + bh * g.slot();
-      float* ob = out.data() + bh * g.T * g.d;
-      // scores = scale · q·kᵀ, then softmax along keys
-      if (g.nf > 0) {
-        detail::gemm(full_windows(qh, g), full_windows(kh, g).t(), pb, g.W * g.W, g.W, nullptr,
-                     scale);
-        softmax_rows(pb, g.nf * g.W, g.W);
-      }
-      if (g.rem > 0) {
-        float* tp = pb + g.nf * g.W * g.W;
-        detail::gemm(tail_window(qh, g), tail_window(kh, g).t(), tp, g.W * g.W, g.W, nullptr,
-                     scale);
-        softmax_rows_ref(tp, g.rem, g.rem, g.W);
-      }
-      const float* pv = pb;
-      if (drop) {
-        const float* mb = mask.data() + bh * g.slot();
-        float* db = dropped.data();
-        for (int64_t i = 0; i < g.slot(); ++i) db[i] = pb[i] * mb[i];
-        pv = db;
-      }
-      if (g.nf > 0) detail::gemm(full_probs(pv, g), full_windows(vh, g), ob, g.W * g.d, g.d);
-      if (g.rem > 0)
-        detail::gemm(tail_probs(pv, g), tail_window(vh, g), ob + g.nf * g.W * g.d, g.rem * g.d,
-                     g.d);
-    }
+  if (g.nf > 0)
+    detail::gemm(full_probs(pv.data(), g), full_windows(v, g), out.data(), full_obs(g), g.d);
+  if (g.rem > 0)
+    detail::gemm(tail_probs(pv.data(), g), tail_window(v, g), out.data() + g.nf * g.W * g.d,
+                 tail_obs(g), g.d);
   if (saved) {
     saved->probs = probs;
     saved->drop_mask = mask;
@@ -216,61 +247,49 @@ AttentionGrads attention_backward(const Tensor& dy_in, const Tensor& q_in, const
   r.dq = Tensor::empty(q.shape());
   r.dk = Tensor::empty(q.shape());
   r.dv = Tensor::empty(q.shape());
-  Tensor dropped = drop ? Tensor::empty({g.slot()}) : Tensor();
-  Tensor gbuf = Tensor::empty({g.slot()});  // dP, then dS, of one (b, h)
-  const int64_t td = g.T * g.d;
-  for (int64_t b = 0; b < g.B; ++b)
-    for (int64_t h = 0; h < g.H; ++h) {
-      const int64_t bh = b * g.H + h;
-      const Head qh = head(q, b, h), kh = head(k, b, h), vh = head(v, b, h), oh = head(dy, b, h);
-      const float* pb = saved.probs.data() + bh * g.slot();
-      const float* mb = drop ? saved.drop_mask.data() + bh * g.slot() : nullptr;
-      const float* pv = pb;
-      if (drop) {
-        float* db = dropped.data();
-        for (int64_t i = 0; i < g.slot(); ++i) db[i] = pb[i] * mb[i];
-        pv = db;
-      }
-      float* gb = gbuf.data();
-      float* dqb = r.dq.data() + bh * td;
-      float* dkb = r.dk.data() + bh * td;
-      float* dvb = r.dv.data() + bh * td;
-      const int64_t wd = g.W * g.d, tail_off = g.nf * g.W * g.d;
-      // dV = P'ᵀ·dO ; dP' = dO·Vᵀ
-      if (g.nf > 0) {
-        detail::gemm(full_probs(pv, g).t(), full_windows(oh, g), dvb, wd, g.d);
-        detail::gemm(full_windows(oh, g), full_windows(vh, g).t(), gb, g.W * g.W, g.W);
-      }
-      if (g.rem > 0) {
-        detail::gemm(tail_probs(pv, g).t(), tail_window(oh, g), dvb + tail_off, g.rem * g.d, g.d);
-        detail::gemm(tail_window(oh, g), tail_window(vh, g).t(), gb + g.nf * g.W * g.W, g.W * g.W,
-                     g.W);
-      }
-      // dS = P ⊙ (dP − Σ_j P·dP) · scale, row by row (rows are independent: parallel).
-      const int64_t nrows = g.nf * g.W + g.rem;
+  const float* pb = saved.probs.data();
+  const float* mb = drop ? saved.drop_mask.data() : nullptr;
+  const Tensor pv = drop ? times(saved.probs, saved.drop_mask) : saved.probs;
+  Tensor gbuf = Tensor::empty(ps_shape);  // dP, then dS
+  float* gb = gbuf.data();
+  const int64_t tail_off = g.nf * g.W * g.d;
+  // dV = P'ᵀ·dO ; dP' = dO·Vᵀ
+  if (g.nf > 0) {
+    detail::gemm(full_probs(pv.data(), g).t(), full_windows(dy, g), r.dv.data(), full_obs(g), g.d);
+    detail::gemm(full_windows(dy, g), full_windows(v, g).t(), gb, full_pbs(g), g.W);
+  }
+  if (g.rem > 0) {
+    detail::gemm(tail_probs(pv.data(), g).t(), tail_window(dy, g), r.dv.data() + tail_off,
+                 tail_obs(g), g.d);
+    detail::gemm(tail_window(dy, g), tail_window(v, g).t(), tail_ptr(gb, g), tail_pbs(g), g.W);
+  }
+  // dS = P ⊙ (dP·M − Σ_j P·dP·M) · scale, row by row (rows are independent: parallel).
+  const int64_t rows_bh = g.nf * g.W + g.rem, nrows = g.B * g.H * rows_bh;
 #pragma omp parallel for schedule(static)
-      for (int64_t r_ = 0; r_ < nrows; ++r_) {
-        const int64_t n = r_ < g.nf * g.W ? g.W : g.rem;
-        const int64_t off = r_ * g.W;  // tail rows continue at stride W inside the last slot
-        const float* p = pb + off;
-        float* gr = gb + off;
-        if (mb)
-          for (int64_t j = 0; j < n; ++j) gr[j] *= mb[off + j];
-        double s = 0;
-        for (int64_t j = 0; j < n; ++j) s += static_cast<double>(p[j]) * gr[j];
-        const float sf = static_cast<float>(s);
-        for (int64_t j = 0; j < n; ++j) gr[j] = p[j] * (gr[j] - sf) * scale;
-      }
-      // dQ = dS·K ; dK = dSᵀ·Q
-      if (g.nf > 0) {
-        detail::gemm(full_probs(gb, g), full_windows(kh, g), dqb, wd, g.d);
-        detail::gemm(full_probs(gb, g).t(), full_windows(qh, g), dkb, wd, g.d);
-      }
-      if (g.rem > 0) {
-        detail::gemm(tail_probs(gb, g), tail_window(kh, g), dqb + tail_off, g.rem * g.d, g.d);
-        detail::gemm(tail_probs(gb, g).t(), tail_window(qh, g), dkb + tail_off, g.rem * g.d, g.d);
-      }
-    }
+  for (int64_t rr = 0; rr < nrows; ++rr) {
+    const int64_t bh = rr / rows_bh, r_ = rr % rows_bh;
+    const int64_t n = r_ < g.nf * g.W ? g.W : g.rem;
+    // tail rows continue at stride W inside the last slot
+    const int64_t off = bh * g.slot() + r_ * g.W;
+    const float* p = pb + off;
+    float* gr = gb + off;
+    if (mb)
+      for (int64_t j = 0; j < n; ++j) gr[j] *= mb[off + j];
+    double s = 0;
+    for (int64_t j = 0; j < n; ++j) s += static_cast<double>(p[j]) * gr[j];
+    const float sf = static_cast<float>(s);
+    for (int64_t j = 0; j < n; ++j) gr[j] = p[j] * (gr[j] - sf) * scale;
+  }
+  // dQ = dS·K ; dK = dSᵀ·Q
+  if (g.nf > 0) {
+    detail::gemm(full_probs(gb, g), full_windows(k, g), r.dq.data(), full_obs(g), g.d);
+    detail::gemm(full_probs(gb, g).t(), full_windows(q, g), r.dk.data(), full_obs(g), g.d);
+  }
+  if (g.rem > 0) {
+    detail::gemm(tail_probs(gb, g), tail_window(k, g), r.dq.data() + tail_off, tail_obs(g), g.d);
+    detail::gemm(tail_probs(gb, g).t(), tail_window(q, g), r.dk.data() + tail_off, tail_obs(g),
+                 g.d);
+  }
   return r;
 }
 

@@ -17,10 +17,10 @@ namespace detail {
 namespace du = dnnl_util;
 
 Mat mat2(const Tensor& t) {
-  return Mat{t.data(), 1, t.size(0), t.size(1), t.size(0) * t.size(1), t.stride(0), t.stride(1)};
+  return Mat{t.data(), {}, {}, t.size(0), t.size(1), t.stride(0), t.stride(1)};
 }
 Mat mat3(const Tensor& t) {
-  return Mat{t.data(), t.size(0), t.size(1), t.size(2), t.stride(0), t.stride(1), t.stride(2)};
+  return Mat{t.data(), {t.size(0)}, {t.stride(0)}, t.size(1), t.size(2), t.stride(1), t.stride(2)};
 }
 
 namespace {
@@ -32,37 +32,43 @@ bool canonical(Mat& m) {
   if (m.rows == 1 && m.cols == 1) {
     m.sr = m.sc = 1;
   } else if (m.rows == 1) {
-    if (m.sc == 1)
-      m.sr = m.cols;
-    else
-      m.sr = 1;
+    m.sr = m.sc == 1 ? m.cols : 1;
   } else if (m.cols == 1) {
-    if (m.sr == 1)
-      m.sc = m.rows;
-    else
-      m.sc = 1;
+    m.sc = m.sr == 1 ? m.rows : 1;
   }
-  if (m.batch == 1) m.sb = m.rows * m.cols;
   const bool row_major = m.sc == 1 && m.sr >= m.cols;
   const bool col_major = m.sr == 1 && m.sc >= m.rows;
-  return (row_major || col_major) && m.sb >= 0;
+  bool batch_ok = true;
+  for (int64_t s : m.bs) batch_ok = batch_ok && s >= 0;
+  return (row_major || col_major) && batch_ok;
 }
 
-// Contiguous copy of a strided matrix (the rare case of a view with no unit stride).
-Tensor pack(const Mat& m) {
-  Tensor t = Tensor::empty({m.batch, m.rows, m.cols});
-  float* d = t.data();
-  for (int64_t b = 0; b < m.batch; ++b)
+// Contiguous copy [bd..., rows, cols] of a strided matrix (a view with no unit stride).
+Mat pack(const Mat& m, Tensor& keep) {
+  Shape s = m.bd;
+  s.push_back(m.rows);
+  s.push_back(m.cols);
+  keep = Tensor::empty(s);
+  float* d = keep.data();
+  const int64_t rc = m.rows * m.cols;
+  for_each_offset(m.bd, m.bs, 0, [&](int64_t i, int64_t off) {
     for (int64_t r = 0; r < m.rows; ++r)
       for (int64_t c = 0; c < m.cols; ++c)
-        d[(b * m.rows + r) * m.cols + c] = m.p[b * m.sb + r * m.sr + c * m.sc];
-  return t;
+        d[i * rc + r * m.cols + c] = m.p[off + r * m.sr + c * m.sc];
+  });
+  Shape cs = contiguous_strides(s);
+  cs.resize(m.bd.size());
+  return Mat{d, m.bd, cs, m.rows, m.cols, m.cols, 1};
 }
 
-dnnl::memory::desc md(int64_t batch, int64_t rows, int64_t cols, int64_t sb, int64_t sr, int64_t sc,
-                      bool batched) {
-  if (batched) return du::strided_md({batch, rows, cols}, {sb, sr, sc});
-  return du::strided_md({rows, cols}, {sr, sc});
+dnnl::memory::desc md(const Shape& bd, const Shape& bs, int64_t rows, int64_t cols, int64_t sr,
+                      int64_t sc) {
+  Shape d = bd, s = bs;
+  d.push_back(rows);
+  d.push_back(cols);
+  s.push_back(sr);
+  s.push_back(sc);
+  return du::strided_md(du::dims_of(d), du::dims_of(s));
 }
 
 struct MatmulPrim {
@@ -70,19 +76,20 @@ struct MatmulPrim {
   dnnl::matmul prim;
 };
 
-std::shared_ptr<MatmulPrim> get_prim(const Mat& a, const Mat& b, int64_t c_sb, int64_t c_sr,
+std::shared_ptr<MatmulPrim> get_prim(const Mat& a, const Mat& b, const Shape& c_bs, int64_t c_sr,
                                      bool bias, float alpha) {
-  const bool batched = a.batch > 1;
-  const std::string k = du::key("matmul", a.batch, a.rows, a.cols, b.cols, a.sb, a.sr, a.sc, b.sb,
-                                b.sr, b.sc, c_sb, c_sr, bias, std::bit_cast<uint32_t>(alpha));
+  const std::string k =
+      du::key("matmul", shape_str(a.bd), shape_str(a.bs), shape_str(b.bs), shape_str(c_bs), a.rows,
+              a.cols, b.cols, a.sr, a.sc, b.sr, b.sc, c_sr, bias, std::bit_cast<uint32_t>(alpha));
   return du::cached<MatmulPrim>(k, [&] {
-    auto amd = md(a.batch, a.rows, a.cols, a.sb, a.sr, a.sc, batched);
-    auto bmd = md(b.batch, b.rows, b.cols, b.sb, b.sr, b.sc, batched);
-    auto cmd = md(a.batch, a.rows, b.cols, c_sb, c_sr, 1, batched);
+    auto amd = md(a.bd, a.bs, a.rows, a.cols, a.sr, a.sc);
+    auto bmd = md(b.bd, b.bs, b.rows, b.cols, b.sr, b.sc);
+    auto cmd = md(a.bd, c_bs, a.rows, b.cols, c_sr, 1);
     dnnl::memory::desc biasmd;
-    if (bias)
-      biasmd = batched ? du::strided_md({1, 1, b.cols}, {b.cols, b.cols, 1})
-                       : du::strided_md({1, b.cols}, {b.cols, 1});
+    if (bias) {
+      const Shape ones(a.bd.size(), 1);
+      biasmd = md(ones, Shape(a.bd.size(), b.cols), 1, b.cols, b.cols, 1);
+    }
     dnnl::matmul::desc d =
         bias ? dnnl::matmul::desc(amd, bmd, biasmd, cmd) : dnnl::matmul::desc(amd, bmd, cmd);
     dnnl::primitive_attr attr;
@@ -92,38 +99,55 @@ std::shared_ptr<MatmulPrim> get_prim(const Mat& a, const Mat& b, int64_t c_sb, i
   });
 }
 
+// Drops batch dimensions of size 1 (from a, b and c alike): fewer, simpler descriptors.
+void squeeze_batch(Mat& a, Mat& b, Shape& c_bs) {
+  Shape bd, as, bs, cs;
+  for (std::size_t i = 0; i < a.bd.size(); ++i)
+    if (a.bd[i] != 1) {
+      bd.push_back(a.bd[i]);
+      as.push_back(a.bs[i]);
+      bs.push_back(b.bs[i]);
+      cs.push_back(c_bs[i]);
+    }
+  a.bd = b.bd = bd;
+  a.bs = as;
+  b.bs = bs;
+  c_bs = cs;
+}
+
 }  // namespace
 
-void gemm(const Mat& a_in, const Mat& b_in, float* c, int64_t c_sb, int64_t c_sr, const float* bias,
-          float alpha) {
-  CMDR_CHECK(a_in.batch == b_in.batch && a_in.cols == b_in.rows, "gemm: A [", a_in.batch, ", ",
-             a_in.rows, ", ", a_in.cols, "] vs B [", b_in.batch, ", ", b_in.rows, ", ", b_in.cols,
-             "]: inner dimensions differ");
+void gemm(const Mat& a_in, const Mat& b_in, float* c, const Shape& c_bs_in, int64_t c_sr,
+          const float* bias, float alpha) {
+  CMDR_CHECK(a_in.bd == b_in.bd && a_in.cols == b_in.rows && a_in.bs.size() == a_in.bd.size() &&
+                 b_in.bs.size() == b_in.bd.size() && c_bs_in.size() == a_in.bd.size(),
+             "gemm: A ", shape_str(a_in.bd), "+[", a_in.rows, ", ", a_in.cols, "] vs B ",
+             shape_str(b_in.bd), "+[", b_in.rows, ", ", b_in.cols, "]: dimensions differ");
   // (oneDNN's output scale would also scale the bias; no caller needs both.)
   CMDR_CHECK(bias == nullptr || alpha == 1.0f, "gemm: bias with alpha != 1 is not supported");
   const int64_t M = a_in.rows, N = b_in.cols, K = a_in.cols;
-  if (M == 0 || N == 0 || a_in.batch == 0) return;
+  if (M == 0 || N == 0 || a_in.batch() == 0) return;
   if (K == 0) {  // empty sum: C = bias (or 0)
-    for (int64_t bt = 0; bt < a_in.batch; ++bt)
+    for_each_offset(a_in.bd, c_bs_in, 0, [&](int64_t, int64_t off) {
       for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) c[bt * c_sb + i * c_sr + j] = bias ? bias[j] : 0.0f;
+        for (int64_t j = 0; j < N; ++j) c[off + i * c_sr + j] = bias ? bias[j] : 0.0f;
+    });
     return;
   }
   Mat a = a_in, b = b_in;
+  Shape c_bs = c_bs_in;
+  squeeze_batch(a, b, c_bs);
   Tensor pa, pb;  // keep packed copies alive for the call
   if (!canonical(a)) {
-    pa = pack(a);
-    a = Mat{pa.data(), a.batch, a.rows, a.cols, a.rows * a.cols, a.cols, 1};
+    a = pack(a, pa);
     canonical(a);
   }
   if (!canonical(b)) {
-    pb = pack(b);
-    b = Mat{pb.data(), b.batch, b.rows, b.cols, b.rows * b.cols, b.cols, 1};
+    b = pack(b, pb);
     canonical(b);
   }
-  if (a.batch == 1) c_sb = M * N;
   if (M == 1) c_sr = N;
-  auto p = get_prim(a, b, c_sb, c_sr, bias != nullptr, alpha);
+  auto p = get_prim(a, b, c_bs, c_sr, bias != nullptr, alpha);
   auto am = du::make_mem(p->pd.src_desc(), a.p);
   auto bm = du::make_mem(p->pd.weights_desc(), b.p);
   auto cm = du::make_mem(p->pd.dst_desc(), c);
@@ -134,16 +158,27 @@ void gemm(const Mat& a_in, const Mat& b_in, float* c, int64_t c_sb, int64_t c_sr
   du::stream().wait();
 }
 
-Tensor gemm_new(const Mat& a, const Mat& b, bool as_3d, const float* bias) {
-  Tensor c = as_3d ? Tensor::empty({a.batch, a.rows, b.cols}) : Tensor::empty({a.rows, b.cols});
-  gemm(a, b, c.data(), a.rows * b.cols, b.cols, bias);
+Tensor gemm_new(const Mat& a, const Mat& b, const float* bias) {
+  Shape s = a.bd;
+  s.push_back(a.rows);
+  s.push_back(b.cols);
+  Tensor c = Tensor::empty(s);
+  Shape cs = contiguous_strides(s);
+  cs.resize(a.bd.size());
+  gemm(a, b, c.data(), cs, b.cols, bias);
   return c;
 }
 
 std::string gemm_impl(const Mat& a_in, const Mat& b_in) {
   Mat a = a_in, b = b_in;
+  Shape s = a.bd;
+  s.push_back(a.rows);
+  s.push_back(b.cols);
+  Shape cs = contiguous_strides(s);
+  cs.resize(a.bd.size());
+  squeeze_batch(a, b, cs);
   CMDR_CHECK(canonical(a) && canonical(b), "gemm_impl: operands need packing");
-  return du::impl_of(get_prim(a, b, a.rows * b.cols, b.cols, false, 1.0f)->pd);
+  return du::impl_of(get_prim(a, b, cs, b.cols, false, 1.0f)->pd);
 }
 
 }  // namespace detail
@@ -181,7 +216,7 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
   const int64_t M = x2.size(0);
   ProfileScope ps(op_name(Op::Linear), 2.0 * M * N * K, 4.0 * (M * K + N * K + M * N));
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
-  Tensor y = detail::gemm_new(detail::mat2(x2), detail::mat2(weight).t(), false,
+  Tensor y = detail::gemm_new(detail::mat2(x2), detail::mat2(weight).t(),
                               bc.defined() ? bc.data() : nullptr);
   Shape out = x.shape();
   out.back() = N;
@@ -204,13 +239,12 @@ LinearGrads linear_backward(const Tensor& dy, const Tensor& x, const Tensor& wei
                   2.0 * M * N * K * (int(need_dx) + int(need_dweight)) + (need_dbias ? M * N : 0),
                   4.0 * (M * K + N * K + M * N));
   LinearGrads g;
-  if (need_dx)
-    g.dx = detail::gemm_new(detail::mat2(dy2), detail::mat2(weight), false).view(x.shape());
-  if (need_dweight) g.dweight = detail::gemm_new(detail::mat2(dy2).t(), detail::mat2(x2), false);
+  if (need_dx) g.dx = detail::gemm_new(detail::mat2(dy2), detail::mat2(weight)).view(x.shape());
+  if (need_dweight) g.dweight = detail::gemm_new(detail::mat2(dy2).t(), detail::mat2(x2));
   if (need_dbias) {
     // ones[1, M] · dy [M, N]: a fixed-order reduction (deterministic), on the GEMM path.
     Tensor ones = Tensor::ones({1, M});
-    g.dbias = detail::gemm_new(detail::mat2(ones), detail::mat2(dy2), false).view({N});
+    g.dbias = detail::gemm_new(detail::mat2(ones), detail::mat2(dy2)).view({N});
   }
   return g;
 }
@@ -237,29 +271,27 @@ Mat op_view(const Tensor& t, bool trans, bool batched) {
 Tensor mm_forward(Op op, const Tensor& a, const Tensor& b, bool ta, bool tb, bool batched) {
   check_mm(op_name(op), a, b, ta, tb, batched ? 3 : 2);
   Mat A = op_view(a, ta, batched), B = op_view(b, tb, batched);
-  ProfileScope ps(op_name(op), 2.0 * A.batch * A.rows * A.cols * B.cols,
-                  4.0 * (a.numel() + b.numel() + A.batch * A.rows * B.cols));
-  return detail::gemm_new(A, B, batched);
+  ProfileScope ps(op_name(op), 2.0 * A.batch() * A.rows * A.cols * B.cols,
+                  4.0 * (a.numel() + b.numel() + A.batch() * A.rows * B.cols));
+  return detail::gemm_new(A, B);
 }
 
 MatmulGrads mm_backward(Op op, const Tensor& dy, const Tensor& a, const Tensor& b, bool ta, bool tb,
                         bool need_da, bool need_db, bool batched) {
   check_mm(op_name(op), a, b, ta, tb, batched ? 3 : 2);
   Mat A = op_view(a, ta, batched), B = op_view(b, tb, batched);  // op(a) [M,K], op(b) [K,N]
-  Shape ys = batched ? Shape{A.batch, A.rows, B.cols} : Shape{A.rows, B.cols};
+  Shape ys = batched ? Shape{A.batch(), A.rows, B.cols} : Shape{A.rows, B.cols};
   CMDR_CHECK(dy.defined() && dy.shape() == ys, op_name(op), " backward: dy ",
              dy.defined() ? dy.str() : std::string("undefined"), " vs expected ", shape_str(ys),
              " (a ", a.str(), ", b ", b.str(), ")");
   ProfileScope ps(op_name(op),
-                  2.0 * A.batch * A.rows * A.cols * B.cols * (int(need_da) + int(need_db)),
+                  2.0 * A.batch() * A.rows * A.cols * B.cols * (int(need_da) + int(need_db)),
                   4.0 * (a.numel() + b.numel() + dy.numel()));
   Mat D = batched ? detail::mat3(dy) : detail::mat2(dy);
   MatmulGrads g;
   // d op(a) = dy·op(b)ᵀ ; d op(b) = op(a)ᵀ·dy ; a transposed operand gets the transpose.
-  if (need_da)
-    g.da = ta ? detail::gemm_new(B, D.t(), batched) : detail::gemm_new(D, B.t(), batched);
-  if (need_db)
-    g.db = tb ? detail::gemm_new(D.t(), A, batched) : detail::gemm_new(A.t(), D, batched);
+  if (need_da) g.da = ta ? detail::gemm_new(B, D.t()) : detail::gemm_new(D, B.t());
+  if (need_db) g.db = tb ? detail::gemm_new(D.t(), A) : detail::gemm_new(A.t(), D);
   return g;
 }
 }  // namespace

@@ -1,5 +1,7 @@
 #include "ops/dnnl_common.hpp"
 
+#include "engine/error.hpp"
+
 namespace cmdr::ops::dnnl_util {
 
 dnnl::engine& engine() {
@@ -29,7 +31,12 @@ std::shared_ptr<void> cache_lookup(const std::string& key,
   }
   // Built outside the lock (primitive creation can take milliseconds); if two threads race
   // the first insertion wins and both get the same object.
-  std::shared_ptr<void> v = make();
+  std::shared_ptr<void> v;
+  try {
+    v = make();
+  } catch (const dnnl::error& e) {  // surface oneDNN's refusal as our error, naming the op
+    fail("oneDNN could not create a primitive for ", key, ": ", e.what());
+  }
   std::lock_guard<std::mutex> lk(g_mu);
   auto [it, inserted] = table().emplace(key, std::move(v));
   return it->second;

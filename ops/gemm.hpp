@@ -3,33 +3,43 @@
 // shared by linear / matmul / bmm / attention. Not part of the public contract.
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "engine/tensor.hpp"
 
 namespace cmdr::ops::detail {
 
-// A (batched) matrix view: element (b, r, c) lives at p[b·sb + r·sr + c·sc].
+// A (batched) matrix view: element (i..., r, c) lives at p[Σ i_k·bs_k + r·sr + c·sc], with
+// batch dims bd (outermost first; empty for a single matrix). Any strides: transposes,
+// slices and per-window blocks of a [B, H, T, d] tensor are all views without copies.
 struct Mat {
   const float* p = nullptr;
-  int64_t batch = 1, rows = 0, cols = 0;
-  int64_t sb = 0, sr = 0, sc = 0;
-  Mat t() const { return Mat{p, batch, cols, rows, sb, sc, sr}; }  // transpose (no copy)
+  Shape bd, bs;
+  int64_t rows = 0, cols = 0, sr = 0, sc = 0;
+  int64_t batch() const { return shape_numel(bd); }
+  Mat t() const {  // transpose (no copy)
+    Mat m = *this;
+    std::swap(m.rows, m.cols);
+    std::swap(m.sr, m.sc);
+    return m;
+  }
 };
 // Views of a 2-D tensor [R, C] / 3-D tensor [B, R, C] (any strides).
 Mat mat2(const Tensor& t);
 Mat mat3(const Tensor& t);
 
-// C = alpha·(A·B) (+ bias[C.cols] broadcast over rows) for every batch index.
-// A [batch, M, K], B [batch, K, N], C [batch, M, N] (C may be strided, e.g. a sub-block).
-// Matrices whose strides are neither row- nor column-major are copied to a contiguous
-// buffer first, so oneDNN always runs its optimised GEMM path.
-void gemm(const Mat& a, const Mat& b, float* c, int64_t c_sb, int64_t c_sr,
+// C = alpha·(A·B) (+ bias[N] broadcast over rows) for every batch index.
+// A [bd..., M, K], B [bd..., K, N] (same batch dims), C [bd..., M, N] at c with batch
+// strides c_bs and row stride c_sr (unit column stride). Matrices whose strides are neither
+// row- nor column-major are copied to a contiguous buffer first, so oneDNN always runs an
+// optimised GEMM. bias and alpha != 1 are exclusive.
+void gemm(const Mat& a, const Mat& b, float* c, const Shape& c_bs, int64_t c_sr,
           const float* bias = nullptr, float alpha = 1.0f);
-// Convenience: fresh contiguous result [M, N] (batch == 1) or [B, M, N] (as_3d).
-Tensor gemm_new(const Mat& a, const Mat& b, bool as_3d, const float* bias = nullptr);
+// Convenience: a fresh contiguous result [bd..., M, N].
+Tensor gemm_new(const Mat& a, const Mat& b, const float* bias = nullptr);
 
 // oneDNN's implementation string for the matmul that gemm() would run on these operands
-// (tests use it to check the hot shapes avoid reference fallbacks).
+// (to check that hot shapes avoid reference fallbacks).
 std::string gemm_impl(const Mat& a, const Mat& b);
 
 }  // namespace cmdr::ops::detail

@@ -166,6 +166,10 @@ BinaryGrads cosine_similarity_backward(const Tensor& dy, const Tensor& a, const 
 // missing keys get no attention, SPEC 5.2). probs = softmax(q·kᵀ·scale) per window;
 // attention dropout (p_drop, training) on probs; out = probs·v -> [B, H, T, d].
 struct AttentionSaved { Tensor probs; Tensor drop_mask; };  // probs after softmax (pre-drop)
+// probs layout: window == 0 → [B, H, T, T]; window > 0 → [B, H, nw, W, W] (nw = ceil(T/W)),
+// the last window's rem×rem probabilities in the top-left of its slot, zeros elsewhere.
+// drop_mask: same shape, 0 or 1/(1 − p), drawn Bernoulli(1 − p) in row-major order over the
+// real (b, h, window, query, key) entries; undefined when no dropout was applied.
 Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                          int64_t window, float p_drop, bool training, Rng* rng,
                          AttentionSaved* saved = nullptr);

@@ -1,6 +1,6 @@
 #pragma once
-// Shared test helpers (header-only; #include "tests/test_util.hpp"): tolerance checks with a max-abs / max-rel report,
-// fixture loading, and central finite differences.
+// Shared test helpers (header-only; #include "tests/test_util.hpp"): tolerance checks with a
+// max-abs / max-rel report, fixture loading, and central finite differences.
 //
 //   auto r = test::compare(got, want, /*rtol=*/1e-4, /*atol=*/1e-6);
 //   CHECK_MESSAGE(r.ok, r.msg);          // or: CHECK_CLOSE(got, want, 1e-4, 1e-6);
@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -153,9 +154,12 @@ class Fixture {
 }  // namespace cmdr::test
 
 // CHECK_CLOSE(got, want, rtol, atol): doctest CHECK with the max-abs/max-rel report.
-#define CHECK_CLOSE(got, want, rtol, atol)                          \
-  do {                                                              \
-    const ::cmdr::test::CloseReport cmdr_r_ =                       \
-        ::cmdr::test::compare((got), (want), (rtol), (atol));       \
-    CHECK_MESSAGE(cmdr_r_.ok, #got " vs " #want ": ", cmdr_r_.msg); \
+// With CMDR_TEST_VERBOSE set in the environment, passing comparisons print their report too
+// (to collect measured errors for documentation).
+#define CHECK_CLOSE(got, want, rtol, atol)                                               \
+  do {                                                                                   \
+    const ::cmdr::test::CloseReport cmdr_r_ =                                            \
+        ::cmdr::test::compare((got), (want), (rtol), (atol));                            \
+    CHECK_MESSAGE(cmdr_r_.ok, #got " vs " #want ": ", cmdr_r_.msg);                      \
+    if (cmdr_r_.ok && std::getenv("CMDR_TEST_VERBOSE")) MESSAGE(#got ": ", cmdr_r_.msg); \
   } while (0)

@@ -93,3 +93,17 @@ TEST_CASE("png writer rejects inconsistent images") {
   Image8 five(4, 4, 5);
   CHECK_THROWS_AS(io::write_png(d.file("y.png"), five), Error);
 }
+
+TEST_CASE("png 16-bit files are rejected; palette files decode as RGB") {
+  const std::string dir = std::string(CMDR_FIXTURES) + "/io/";  // tools/golden/png_cases.py
+  check_error(dir + "gray16.png", "16-bit gray", 0);
+  check_error(dir + "rgb48.png", "16-bit RGB", 3);
+  const Image8 p = io::read_png(dir + "palette.png", 3);
+  REQUIRE(p.width == 3);
+  REQUIRE(p.height == 2);
+  CHECK(p.at(0, 0, 0) == 255);
+  CHECK(p.at(0, 1, 1) == 255);
+  CHECK(p.at(0, 2, 2) == 255);
+  CHECK(p.at(1, 0, 2) == 255);
+  check_error(dir + "palette.png", "found 3 (RGB)", 1);
+}

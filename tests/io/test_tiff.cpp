@@ -189,3 +189,57 @@ TEST_CASE("tiff writer rejects wrong shapes") {
   CHECK_THROWS_AS(io::write_xyz_tiff(d.file("a.tiff"), Tensor::zeros({4, 4, 2})), Error);
   CHECK_THROWS_AS(io::write_xyz_tiff(d.file("b.tiff"), Tensor::zeros({4, 12})), Error);
 }
+
+TEST_CASE("tiff big-endian files and tiled planar-separate files are read") {
+  testing::TempDir d;
+  const Tensor cloud = random_cloud(20, 33, 4);
+  const std::string be = d.file("big_endian.tiff");
+  {
+    TIFF* t = TIFFOpen(be.c_str(), "wb");  // "b": big-endian byte order
+    REQUIRE(t);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 33);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 20);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 3);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 32);
+    TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, SAMPLEFORMAT_IEEEFP);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_RGB);
+    std::vector<float> row(33 * 3);
+    for (int y = 0; y < 20; ++y) {
+      std::memcpy(row.data(), cloud.data() + y * 33 * 3, row.size() * 4);
+      REQUIRE(TIFFWriteScanline(t, row.data(), y, 0) >= 0);
+    }
+    TIFFClose(t);
+  }
+  CHECK(io::read_xyz_tiff(be).to_vector() == cloud.to_vector());
+
+  const std::string ts = d.file("tiled_separate.tiff");
+  {
+    TIFF* t = TIFFOpen(ts.c_str(), "w");
+    REQUIRE(t);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 33);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 20);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 3);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 32);
+    TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, SAMPLEFORMAT_IEEEFP);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_SEPARATE);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_RGB);
+    TIFFSetField(t, TIFFTAG_TILEWIDTH, 16);
+    TIFFSetField(t, TIFFTAG_TILELENGTH, 16);
+    std::vector<float> tile(16 * 16);
+    for (int p = 0; p < 3; ++p)
+      for (int y0 = 0; y0 < 20; y0 += 16)
+        for (int x0 = 0; x0 < 33; x0 += 16) {
+          std::fill(tile.begin(), tile.end(), -1.0f);
+          for (int y = y0; y < std::min(20, y0 + 16); ++y)
+            for (int x = x0; x < std::min(33, x0 + 16); ++x)
+              tile[size_t((y - y0) * 16 + (x - x0))] = cloud.at({y, x, p});
+          REQUIRE(TIFFWriteTile(t, tile.data(), x0, y0, 0, uint16_t(p)) >= 0);
+        }
+    TIFFClose(t);
+  }
+  io::TiffInfo info = io::tiff_info(ts);
+  CHECK(info.tiled);
+  CHECK(info.planar_separate);
+  CHECK(io::read_xyz_tiff(ts).to_vector() == cloud.to_vector());
+}

@@ -1,6 +1,8 @@
 """Minimal safetensors writer/reader for fixture scripts (Debian's torch 1.13 ships no
 safetensors module). Same layout as the reference writer: 8-byte LE header length, JSON
-header padded with spaces to a multiple of 8, tensors sorted by dtype rank then name."""
+header padded with spaces to a multiple of 8, tensors sorted by dtype rank then name.
+torch.bfloat16 tensors are written as BF16 (numpy has no bfloat16; load() returns them as
+float32); float64 is stored as F32 unless save(..., keep_f64=True)."""
 import json
 import struct
 
@@ -15,24 +17,34 @@ _NP = {v: k for k, v in _DT.items()}
 
 
 def _np(x):
+    """-> (numpy array, dtype name or None). bfloat16 comes back as its raw uint16 bits."""
     try:
         import torch
         if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
+            x = x.detach().cpu().contiguous()
+            if x.dtype == torch.bfloat16:
+                return _c(x.view(torch.int16).numpy().view(np.uint16)), "BF16"
+            x = x.numpy()
     except ImportError:
         pass
-    return np.ascontiguousarray(np.asarray(x))
+    return _c(np.asarray(x)), None
 
 
-def save(path, tensors, metadata=None):
-    """tensors: name -> numpy array or torch tensor (float64 is stored as F32 unless the
-    array's dtype is float64 and keep64 is wanted: convert yourself)."""
+def _c(a):
+    # Not np.ascontiguousarray: it turns 0-d arrays (scalars, e.g. num_batches_tracked)
+    # into shape (1,).
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
+def save(path, tensors, metadata=None, keep_f64=False):
+    """tensors: name -> numpy array or torch tensor. float64 is stored as F32 unless
+    keep_f64; torch.bfloat16 is stored as BF16."""
     items = []
     for name, x in tensors.items():
-        a = _np(x)
-        if a.dtype == np.float64:
+        a, dt = _np(x)
+        if a.dtype == np.float64 and not keep_f64:
             a = a.astype(np.float32)
-        items.append((name, _DT[a.dtype], a))
+        items.append((name, dt or _DT[a.dtype], a))
     items.sort(key=lambda t: (-_RANK[t[1]], t[0]))
     header, at = {}, 0
     if metadata:
@@ -59,5 +71,10 @@ def load(path):
     out = {}
     for name, v in header.items():
         b, e = v["data_offsets"]
-        out[name] = np.frombuffer(raw[8 + n + b:8 + n + e], dtype=_NP[v["dtype"]]).reshape(v["shape"])
+        buf = raw[8 + n + b:8 + n + e]
+        if v["dtype"] == "BF16":  # bfloat16 bits are the top half of a float32
+            a = (np.frombuffer(buf, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            a = np.frombuffer(buf, dtype=_NP[v["dtype"]])
+        out[name] = a.reshape(v["shape"])
     return out, meta

@@ -1,0 +1,94 @@
+// `cmdr-iad init-extractors --seed N --out DIR`: seeded RANDOM weights for both frozen
+// extractors in the exact timm / Point-MAE layouts (WEIGHTS.md), for tests and for running
+// without the pretrained files. Initialisation follows timm / Point-MAE: trunc-normal
+// (std .02) for linear/conv weights, cls_token and pos_embed; zero biases; LayerNorm and
+// BatchNorm weights 1, biases 0; BatchNorm running statistics non-trivial (so the running-
+// statistics variant is exercised) and num_batches_tracked an I64 scalar. Every file is
+// flagged with metadata cmdr.random_weights = "true", and every later load of it warns loudly.
+#include <filesystem>
+#include <iostream>
+
+#include "apps/commands.hpp"
+#include "engine/error.hpp"
+#include "engine/rng.hpp"
+#include "io/safetensors.hpp"
+#include "io/sha256.hpp"
+#include "models/dino_vit.hpp"
+#include "models/point_mae.hpp"
+
+namespace cmdr::app {
+
+namespace {
+
+void init_param(const models::ParamSpec& s, Rng& rng) {
+  Tensor t = Tensor::empty(s.shape);
+  switch (s.init) {
+    case models::Init::TruncNormal02:
+      rng.fill_trunc_normal(t, 0.02f);
+      break;
+    case models::Init::Zeros:
+      t.fill_(0.0f);
+      break;
+    case models::Init::Ones:
+      t.fill_(1.0f);
+      break;
+    case models::Init::BnRunningMean:
+      rng.fill_normal(t, 0.0f, 0.05f);
+      break;
+    case models::Init::BnRunningVar:
+      rng.fill_uniform(t, 0.5f, 1.5f);
+      break;
+  }
+  *s.target = t;
+}
+
+void write_random(const std::vector<models::ParamSpec>& specs,
+                  const std::vector<std::string>& counters, uint64_t seed,
+                  const std::string& format, const std::string& path) {
+  Rng rng(seed);
+  st::Writer w;
+  int64_t params = 0;
+  for (const auto& s : specs) {
+    init_param(s, rng);
+    w.add(s.name, *s.target);
+    params += s.target->numel();
+  }
+  for (const auto& c : counters) w.add_i64(c, {0}, {});  // BatchNorm num_batches_tracked
+  w.set_metadata(models::kRandomWeightsKey, "true");
+  w.set_metadata("cmdr.seed", std::to_string(seed));
+  w.set_metadata("cmdr.format", format);
+  w.write(path);
+  std::cout << path << ": " << specs.size() + counters.size() << " tensors, " << params
+            << " parameters, RANDOM (seed " << seed << "), sha256 " << sha256_file_hex(path)
+            << "\n";
+}
+
+}  // namespace
+
+void add_init_extractors(CLI::App& root) {
+  CLI::App* c = root.add_subcommand(
+      "init-extractors", "write seeded RANDOM extractor weights (timm / Point-MAE layouts)");
+  auto seed = std::make_shared<uint64_t>(0);
+  auto out = std::make_shared<std::string>();
+  c->add_option("--seed", *seed, "random seed (default: the global --seed)");
+  c->add_option("--out", *out, "output directory (created if missing)")->required();
+  c->callback([c, seed, out] {
+    const uint64_t s = c->count("--seed") ? *seed : globals().seed;
+    std::error_code ec;
+    std::filesystem::create_directories(*out, ec);
+    CMDR_CHECK(!ec, "init-extractors: cannot create --out '", *out, "': ", ec.message());
+    models::DinoVit vit;
+    write_random(vit.param_specs(), {}, s * 2 + 1, "timm vit_base_patch8_224.dino",
+                 (std::filesystem::path(*out) / "dino_vit_b8.safetensors").string());
+    models::PointMae pm;
+    write_random(
+        pm.param_specs(),
+        {"encoder.first_conv.1.num_batches_tracked", "encoder.second_conv.1.num_batches_tracked"},
+        s * 2 + 2, "Point-MAE encoder (prefixes stripped)",
+        (std::filesystem::path(*out) / "point_mae.safetensors").string());
+    std::cerr << "init-extractors: these weights are RANDOM: use them for tests and plumbing "
+                 "only, never for results.\n";
+  });
+}
+
+}  // namespace cmdr::app

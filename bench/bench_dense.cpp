@@ -1,0 +1,174 @@
+// Dense-op benchmarks at CMDR shapes (issue 2 §6): GFLOP/s and the fraction of the SGEMM
+// peak measured in this binary (oneDNN sgemm 2048³, best of 3). Shapes: linear
+// 50176×768→960 and 50176×960→1152 (forward, dx, dW), attention 785 tokens 12×64 (ViT) and
+// windowed 50176 tokens 8×48 / 128 (Decoder2D at S = 224), conv_transpose2d 384→256 3×3 on
+// 224², conv_transpose1d 1152→768 k4 s2 on L = 1568.
+// These are long kernels (0.1–1 s each): run with --benchmark_min_time=0.1 or a filter.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <vector>
+
+#include "engine/profiler.hpp"
+#include "engine/rng.hpp"
+#include "engine/tensor.hpp"
+#include "ops/ops.hpp"
+
+using namespace cmdr;
+
+namespace {
+Tensor rnd(const Shape& s, uint64_t seed) {
+  Rng r(seed);
+  Tensor t = Tensor::empty(s);
+  r.fill_uniform(t, -1.0f, 1.0f);
+  return t;
+}
+
+double sgemm_once(int64_t n, std::vector<float>& a, std::vector<float>& b, std::vector<float>& c) {
+  const int64_t t0 = now_ns();
+  dnnl::sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+  return static_cast<double>(now_ns() - t0) * 1e-9;
+}
+
+// SGEMM peak (FLOP/s) of this machine and thread count: best of 3 square 2048³ products.
+// Re-measured right before every benchmark: the machine is shared, and a peak taken under
+// the same load as the kernel gives a meaningful fraction.
+double sgemm_peak() {
+  const int64_t n = 2048;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  sgemm_once(n, a, b, c);  // warm-up (thread pool, JIT)
+  double best = 1e30;
+  for (int i = 0; i < 3; ++i) best = std::min(best, sgemm_once(n, a, b, c));
+  return 2.0 * n * n * n / best;
+}
+
+// Runs f in the benchmark loop; reports GFLOP/s and the fraction of the SGEMM peak.
+void run(benchmark::State& st, double flops, const std::function<void()>& f) {
+  const double peak = sgemm_peak();
+  f();  // warm-up: primitive creation and first-touch of buffers
+  double secs = 0;
+  for (auto _ : st) {
+    const int64_t t0 = now_ns();
+    f();
+    secs += static_cast<double>(now_ns() - t0) * 1e-9;
+  }
+  const double rate = flops * static_cast<double>(st.iterations()) / secs;
+  st.counters["GFLOP/s"] = rate * 1e-9;
+  st.counters["peak_frac"] = rate / peak;
+  st.counters["peak_GFLOP/s"] = peak * 1e-9;
+}
+}  // namespace
+
+static void BM_sgemm_peak_2048(benchmark::State& st) {
+  const int64_t n = 2048;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  run(st, 2.0 * n * n * n, [&] { sgemm_once(n, a, b, c); });
+}
+BENCHMARK(BM_sgemm_peak_2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// linear: x [50176, K] -> [50176, N]; mode 0 forward (+bias), 1 dx, 2 dW (+db)
+static void BM_linear(benchmark::State& st) {
+  const int64_t M = 50176, K = st.range(0), N = st.range(1), mode = st.range(2);
+  Tensor x = rnd({M, K}, 1), w = rnd({N, K}, 2), b = rnd({N}, 3), dy = rnd({M, N}, 4);
+  const double flops = 2.0 * M * N * K;
+  if (mode == 0) run(st, flops, [&] { benchmark::DoNotOptimize(ops::linear_forward(x, w, b)); });
+  if (mode == 1)
+    run(st, flops,
+        [&] { benchmark::DoNotOptimize(ops::linear_backward(dy, x, w, true, false, false)); });
+  if (mode == 2)
+    run(st, flops,
+        [&] { benchmark::DoNotOptimize(ops::linear_backward(dy, x, w, false, true, true)); });
+  st.SetLabel(mode == 0 ? "forward" : mode == 1 ? "backward dx" : "backward dW+db");
+}
+BENCHMARK(BM_linear)
+    ->Args({768, 960, 0})
+    ->Args({768, 960, 1})
+    ->Args({768, 960, 2})
+    ->Args({960, 1152, 0})
+    ->Args({960, 1152, 1})
+    ->Args({960, 1152, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// attention: [1, H, T, d]; range(3) = 0 forward, 1 backward
+static void BM_attention(benchmark::State& st) {
+  const int64_t H = st.range(0), T = st.range(1), d = st.range(2), window = st.range(3);
+  const bool bwd = st.range(4) != 0;
+  Tensor q = rnd({1, H, T, d}, 1), k = rnd({1, H, T, d}, 2), v = rnd({1, H, T, d}, 3);
+  Tensor dy = rnd({1, H, T, d}, 4);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t W = window == 0 ? T : window;
+  const double pairs = static_cast<double>(H) * ((T / W) * W * W + (T % W) * (T % W));
+  ops::AttentionSaved sv;
+  ops::attention_forward(q, k, v, scale, window, 0.0f, false, nullptr, &sv);
+  if (!bwd)
+    run(st, 4.0 * pairs * d, [&] {
+      benchmark::DoNotOptimize(
+          ops::attention_forward(q, k, v, scale, window, 0.0f, false, nullptr));
+    });
+  else
+    run(st, 8.0 * pairs * d, [&] {
+      benchmark::DoNotOptimize(ops::attention_backward(dy, q, k, v, scale, window, 0.0f, sv));
+    });
+  st.SetLabel(bwd ? "backward" : "forward");
+}
+BENCHMARK(BM_attention)
+    ->Args({12, 785, 64, 0, 0})
+    ->Args({12, 785, 64, 0, 1})
+    ->Args({8, 50176, 48, 128, 0})
+    ->Args({8, 50176, 48, 128, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// conv_transpose2d 384→256, 3×3, stride 1, pad 1 on 224×224 (Decoder2D); 0 fwd, 1 dx, 2 dW
+static void BM_conv_transpose2d(benchmark::State& st) {
+  const int64_t S = 224, mode = st.range(0);
+  Tensor x = rnd({1, 384, S, S}, 1), w = rnd({384, 256, 3, 3}, 2), b = rnd({256}, 3);
+  Tensor dy = rnd({1, 256, S, S}, 4);
+  const double flops = 2.0 * 384 * 256 * 9 * S * S;
+  if (mode == 0)
+    run(st, flops, [&] { benchmark::DoNotOptimize(ops::conv_transpose2d_forward(x, w, b, 1, 1)); });
+  if (mode == 1)
+    run(st, flops, [&] {
+      benchmark::DoNotOptimize(ops::conv_transpose2d_backward(dy, x, w, 1, 1, true, false, false));
+    });
+  if (mode == 2)
+    run(st, flops, [&] {
+      benchmark::DoNotOptimize(ops::conv_transpose2d_backward(dy, x, w, 1, 1, false, true, true));
+    });
+  st.SetLabel(mode == 0 ? "forward" : mode == 1 ? "backward dx" : "backward dW+db");
+}
+BENCHMARK(BM_conv_transpose2d)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// conv_transpose1d 1152→768, k4 s2 p1, L = 1568 -> 3136 (Decoder3D at S = 224); 0 fwd, 1 dx, 2 dW
+static void BM_conv_transpose1d(benchmark::State& st) {
+  const int64_t L = 1568, mode = st.range(0);
+  Tensor x = rnd({1, 1152, L}, 1), w = rnd({1152, 768, 4}, 2), b = rnd({768}, 3);
+  Tensor dy = rnd({1, 768, 2 * L}, 4);
+  const double flops = 2.0 * 1152 * 768 * 4 * L;
+  if (mode == 0)
+    run(st, flops, [&] { benchmark::DoNotOptimize(ops::conv_transpose1d_forward(x, w, b, 2, 1)); });
+  if (mode == 1)
+    run(st, flops, [&] {
+      benchmark::DoNotOptimize(ops::conv_transpose1d_backward(dy, x, w, 2, 1, true, false, false));
+    });
+  if (mode == 2)
+    run(st, flops, [&] {
+      benchmark::DoNotOptimize(ops::conv_transpose1d_backward(dy, x, w, 2, 1, false, true, true));
+    });
+  st.SetLabel(mode == 0 ? "forward" : mode == 1 ? "backward dx" : "backward dW+db");
+}
+BENCHMARK(BM_conv_transpose1d)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();

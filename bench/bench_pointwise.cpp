@@ -1,0 +1,113 @@
+// Non-dense op benchmarks at CMDR shapes (issue 2, item 6): layer_norm and gelu over
+// 50176×960 (S² tokens × the 960-wide mapping MLP hidden size), forward and backward, in GB/s
+// of compulsory traffic (each tensor read or written once). A plain copy of the same tensor
+// gives the machine's practical bandwidth in the same binary, for comparison.
+// Runs are kept short (the machine is shared): fixed iteration counts.
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+
+#include "engine/rng.hpp"
+#include "engine/tensor.hpp"
+#include "ops/ops.hpp"
+
+namespace {
+constexpr int64_t kRows = 50176, kCols = 960;
+const cmdr::Tensor& input() {
+  static cmdr::Tensor x = [] {
+    cmdr::Tensor t = cmdr::Tensor::empty({kRows, kCols});
+    cmdr::Rng rng(1);
+    rng.fill_uniform(t, -3.0f, 3.0f);
+    return t;
+  }();
+  return x;
+}
+void set_bytes(benchmark::State& st, double bytes_per_elem) {
+  st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * bytes_per_elem * kRows * kCols));
+}
+}  // namespace
+
+// Reference: copy 50176×960 floats (read + write = 8 B/element).
+static void BM_copy_50176x960(benchmark::State& st) {
+  const cmdr::Tensor& x = input();
+  cmdr::Tensor y = cmdr::Tensor::empty(x.shape());
+  for (auto _ : st) {
+    std::memcpy(y.data(), x.data(), sizeof(float) * x.numel());
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_bytes(st, 8.0);
+}
+BENCHMARK(BM_copy_50176x960)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+
+// Floor for ops that return a fresh tensor: allocate 50176×960 and write it once (page
+// faults of a new 193 MB buffer + 4 B/element written).
+static void BM_alloc_write_50176x960(benchmark::State& st) {
+  for (auto _ : st) {
+    cmdr::Tensor y = cmdr::Tensor::empty({kRows, kCols});
+    float* p = y.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < kRows * kCols; ++i) p[i] = 1.0f;
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_bytes(st, 4.0);
+}
+BENCHMARK(BM_alloc_write_50176x960)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+
+static void BM_layer_norm_fwd_50176x960(benchmark::State& st) {
+  const cmdr::Tensor& x = input();
+  const cmdr::Tensor w = cmdr::Tensor::ones({kCols}), b = cmdr::Tensor::zeros({kCols});
+  for (auto _ : st) {
+    cmdr::ops::LayerNormSaved s;
+    cmdr::Tensor y = cmdr::ops::layer_norm_forward(x, w, b, 1e-5f, &s);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_bytes(st, 8.0);  // x read, y written
+}
+BENCHMARK(BM_layer_norm_fwd_50176x960)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+
+static void BM_layer_norm_bwd_50176x960(benchmark::State& st) {
+  const cmdr::Tensor& x = input();
+  const cmdr::Tensor w = cmdr::Tensor::ones({kCols}), b = cmdr::Tensor::zeros({kCols});
+  cmdr::ops::LayerNormSaved s;
+  cmdr::ops::layer_norm_forward(x, w, b, 1e-5f, &s);
+  const cmdr::Tensor& dy = x;
+  for (auto _ : st) {
+    cmdr::ops::LayerNormGrads g = cmdr::ops::layer_norm_backward(dy, x, w, s);
+    benchmark::DoNotOptimize(g.dx.data());
+  }
+  set_bytes(st, 12.0);  // x, dy read, dx written
+}
+BENCHMARK(BM_layer_norm_bwd_50176x960)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+
+static void BM_gelu_fwd_50176x960(benchmark::State& st) {
+  const cmdr::Tensor& x = input();
+  for (auto _ : st) {
+    cmdr::Tensor y = cmdr::ops::gelu_forward(x);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_bytes(st, 8.0);
+}
+BENCHMARK(BM_gelu_fwd_50176x960)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+
+static void BM_gelu_bwd_50176x960(benchmark::State& st) {
+  const cmdr::Tensor& x = input();
+  for (auto _ : st) {
+    cmdr::Tensor dx = cmdr::ops::gelu_backward(x, x);
+    benchmark::DoNotOptimize(dx.data());
+  }
+  set_bytes(st, 12.0);
+}
+BENCHMARK(BM_gelu_bwd_50176x960)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+
+// SPEC 4.3: 768×28×28 → 768×224×224 bilinear (GB/s of the 154 MB output + input).
+static void BM_bilinear_768x28_to_224(benchmark::State& st) {
+  cmdr::Tensor x = cmdr::Tensor::empty({1, 768, 28, 28});
+  cmdr::Rng rng(2);
+  rng.fill_uniform(x, -1.0f, 1.0f);
+  for (auto _ : st) {
+    cmdr::Tensor y = cmdr::ops::upsample_bilinear2d_forward(x, 224, 224);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * 4.0 * 768 * (28 * 28 + 224 * 224)));
+}
+BENCHMARK(BM_bilinear_768x28_to_224)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();

@@ -1,0 +1,95 @@
+// Central finite differences of a composite graph (the tape's wiring: every input reached
+// through several ops, Vars reused, views, broadcasting, normalisations).
+// The engine is float32 only, so differences are taken in float32 with h = 3e-3 and a
+// double-precision loss; the tolerance (5e-3 of the largest gradient entry, see
+// test::compare_scaled; measured worst 9e-4) covers O(h²) truncation and the float
+// rounding of the forward divided by 2h.
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <map>
+
+#include "tests/test_util.hpp"
+#include "autograd/autograd.hpp"
+
+using namespace cmdr;
+using namespace cmdr::ag;
+
+namespace {
+
+// x [3, 5] → linear(W1 [6, 5], b1) → gelu → layer_norm → u = n·sigmoid(n) (n reused)
+//   → reshape [3, 2, 3] → permute → slice / concat with tanh → softmax; a second branch
+//   bn = batch_norm (training) of reshape(u) [3, 6, 1]; cosine similarity of the two.
+Var graph(const std::map<std::string, Var>& v) {
+  Var h = linear(v.at("x"), v.at("w1"), v.at("b1"));           // [3, 6]
+  Var n = layer_norm(gelu(h), v.at("lw"), v.at("lb"), 1e-5f);  // [3, 6]
+  Var u = mul(n, sigmoid(n));                                  // [3, 6]
+  Var p = permute(reshape(u, {3, 2, 3}), {2, 0, 1});           // [3, 3, 2]
+  Var s = slice(p, 0, 0, 2);                                   // [2, 3, 2]
+  Var c = concat({s, tanh(s)}, 2);                             // [2, 3, 4]
+  Var sm = softmax(div(c, add(v.at("temp"), v.at("one"))));    // [2, 3, 4], temp [4]
+  Var bn = batch_norm(reshape(u, {3, 6, 1}), v.at("bw"), v.at("bb"), Tensor(), Tensor(),
+                      /*training=*/true, 0.1f, 1e-5f);  // [3, 6, 1]
+  Var a = reshape(sm, {6, 4});
+  Var b = matmul(reshape(bn, {6, 3}), v.at("w2"));     // [6, 4]
+  Var cs = cosine_similarity(a, sub(b, a), 1, 1e-8f);  // [6], a reused
+  return add(cs, mean(mul(a, b), 1));                  // [6]
+}
+
+}  // namespace
+
+TEST_CASE("gradcheck: composite graph vs central finite differences") {
+  Rng rng(21);
+  std::map<std::string, Tensor> init = {
+      {"x", test::random({3, 5}, rng)}, {"w1", test::random({6, 5}, rng)},
+      {"b1", test::random({6}, rng)},   {"lw", test::random({6}, rng, 0.5f, 1.5f)},
+      {"lb", test::random({6}, rng)},   {"temp", test::random({4}, rng, 0.5f, 1.0f)},
+      {"one", Tensor::ones({4})},       {"bw", test::random({6}, rng, 0.5f, 1.5f)},
+      {"bb", test::random({6}, rng)},   {"w2", test::random({3, 4}, rng)}};
+  const Tensor seed = test::random({6}, rng);
+
+  std::map<std::string, Var> vars;
+  for (auto& [k, t] : init) vars[k] = Var(t.clone(), k != "one");
+  backward(graph(vars), seed);
+  CHECK(!vars["one"].grad().defined());
+
+  for (auto& [name, t0] : init) {
+    if (name == "one") continue;
+    CAPTURE(name);
+    auto f = [&, name = name](const Tensor& probe) {
+      NoGrad ng;
+      std::map<std::string, Var> v;
+      for (auto& [k, t] : init) v[k] = Var(k == name ? probe : t);
+      return test::dot(graph(v).value(), seed);
+    };
+    Tensor num = test::fd_grad(f, t0, 1e-3);
+    REQUIRE(vars[name].grad().defined());
+    const test::CloseReport r = test::compare_scaled(vars[name].grad(), num, 5e-3);
+    CHECK_MESSAGE(r.ok, r.msg);
+  }
+}
+
+// Eval-mode batch norm has its own backward in autograd.cpp (constant running stats).
+TEST_CASE("gradcheck: batch_norm in eval mode (running statistics are constants)") {
+  Rng rng(22);
+  const Tensor x0 = test::random({2, 3, 4, 5}, rng), w0 = test::random({3}, rng, 0.5f, 1.5f);
+  const Tensor b0 = test::random({3}, rng), rm = test::random({3}, rng, -0.3f, 0.3f);
+  const Tensor rv = test::random({3}, rng, 0.5f, 1.5f), seed = test::random({2, 3, 4, 5}, rng);
+  Var x(x0.clone(), true), w(w0.clone(), true), b(b0.clone(), true);
+  backward(batch_norm(x, w, b, rm.clone(), rv.clone(), /*training=*/false, 0.1f, 1e-5f), seed);
+  auto loss = [&](const Tensor& xv, const Tensor& wv, const Tensor& bv) {
+    NoGrad ng;
+    return test::dot(
+        batch_norm(Var(xv), Var(wv), Var(bv), rm.clone(), rv.clone(), false, 0.1f, 1e-5f).value(),
+        seed);
+  };
+  const Tensor gx = test::fd_grad([&](const Tensor& t) { return loss(t, w0, b0); }, x0, 3e-3);
+  const Tensor gw = test::fd_grad([&](const Tensor& t) { return loss(x0, t, b0); }, w0, 3e-3);
+  const Tensor gb = test::fd_grad([&](const Tensor& t) { return loss(x0, w0, t); }, b0, 3e-3);
+  test::CloseReport r = test::compare_scaled(x.grad(), gx, 5e-3);
+  CHECK_MESSAGE(r.ok, "dx ", r.msg);
+  r = test::compare_scaled(w.grad(), gw, 5e-3);
+  CHECK_MESSAGE(r.ok, "dweight ", r.msg);
+  r = test::compare_scaled(b.grad(), gb, 5e-3);
+  CHECK_MESSAGE(r.ok, "dbias ", r.msg);
+}
