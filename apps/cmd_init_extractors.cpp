@@ -20,44 +20,15 @@ namespace cmdr::app {
 
 namespace {
 
-void init_param(const models::ParamSpec& s, Rng& rng) {
-  Tensor t = Tensor::empty(s.shape);
-  switch (s.init) {
-    case models::Init::TruncNormal02:
-      rng.fill_trunc_normal(t, 0.02f);
-      break;
-    case models::Init::Zeros:
-      t.fill_(0.0f);
-      break;
-    case models::Init::Ones:
-      t.fill_(1.0f);
-      break;
-    case models::Init::BnRunningMean:
-      rng.fill_normal(t, 0.0f, 0.05f);
-      break;
-    case models::Init::BnRunningVar:
-      rng.fill_uniform(t, 0.5f, 1.5f);
-      break;
-  }
-  *s.target = t;
-}
-
 void write_random(const std::vector<models::ParamSpec>& specs,
                   const std::vector<std::string>& counters, uint64_t seed, uint64_t stream,
                   const std::string& format, const std::string& path) {
   Rng rng(seed * 2 + stream);  // one stream per file
-  st::Writer w;
+  models::init_params(specs, rng);
   int64_t params = 0;
-  for (const auto& s : specs) {
-    init_param(s, rng);
-    w.add(s.name, *s.target);
-    params += s.target->numel();
-  }
-  for (const auto& c : counters) w.add_i64(c, {0}, {});  // BatchNorm num_batches_tracked
-  w.set_metadata(models::kRandomWeightsKey, "true");
-  w.set_metadata("cmdr.seed", std::to_string(seed));
-  w.set_metadata("cmdr.format", format);
-  w.write(path);
+  for (const auto& s : specs) params += s.target->numel();
+  models::write_params(specs, counters,
+                       {{"cmdr.seed", std::to_string(seed)}, {"cmdr.format", format}}, path);
   std::cout << path << ": " << specs.size() + counters.size() << " tensors, " << params
             << " parameters, RANDOM (seed " << seed << "), sha256 " << sha256_file_hex(path)
             << "\n";

@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -295,4 +297,44 @@ TEST_CASE("full-size parameter lists match WEIGHTS.md (counts and totals)") {
   // norm 768.
   CHECK(ps.size() == 154);
   CHECK(n == 21'826'304);
+}
+
+TEST_CASE("init-extractors weights: timm-style init, written flagged random, load back equal") {
+  PointMaeConfig c = tiny_pmae();
+  PointMae a(c), b(c);
+  Rng rng(11);
+  init_params(a.param_specs(), rng);
+  // trunc-normal std .02 within ±2 std; zeros / ones where timm puts them; BN stats non-trivial.
+  std::vector<float> w = a.blocks[0].mlp_fc1_weight.to_vector();
+  double s2 = 0;
+  for (float v : w) {
+    CHECK(std::abs(v) <= 0.04f);
+    s2 += static_cast<double>(v) * v;
+  }
+  CHECK(std::sqrt(s2 / static_cast<double>(w.size())) == doctest::Approx(0.0176).epsilon(0.15));
+  CHECK(a.blocks[0].mlp_fc1_bias.to_vector() == std::vector<float>(96, 0.0f));
+  CHECK(a.norm_weight.to_vector() == std::vector<float>(48, 1.0f));
+  std::vector<float> rv = a.encoder_first_conv_1_running_var.to_vector();
+  CHECK(*std::min_element(rv.begin(), rv.end()) >= 0.5f);
+  CHECK(*std::max_element(rv.begin(), rv.end()) != 1.0f);
+  const std::string p = tmp_path("pmae_random.safetensors");
+  write_params(a.param_specs(), {"encoder.first_conv.1.num_batches_tracked"}, {{"cmdr.seed", "11"}},
+               p);
+  {
+    st::File f(p);
+    CHECK(f.info("encoder.first_conv.1.num_batches_tracked").dtype == st::DType::I64);
+    CHECK(f.info("encoder.first_conv.1.num_batches_tracked").shape.empty());
+    LoadReport r = b.load(f);
+    CHECK(r.random_weights);
+    CHECK(r.unexpected.empty());
+  }
+  std::remove(p.c_str());
+  auto sa = a.param_specs(), sb = b.param_specs();
+  for (std::size_t i = 0; i < sa.size(); ++i)
+    CHECK(test::bit_identical(*sa[i].target, *sb[i].target));
+}
+
+TEST_CASE("valid mask: all-zero rows are invalid; rows that cancel to a zero sum stay valid") {
+  Tensor x = Tensor::from_vector({3, 4}, {0, 0, 0, 0, 1, -1, 0.5f, -0.5f, 0, 0, 1e-30f, 0});
+  CHECK(valid_mask(x).to_vector() == std::vector<float>{0, 1, 1});
 }
