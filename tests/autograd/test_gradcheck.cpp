@@ -10,10 +10,26 @@
 #include <map>
 
 #include "autograd/autograd.hpp"
+#include "engine/threads.hpp"
 #include "tests/test_util.hpp"
 
 using namespace cmdr;
 using namespace cmdr::ag;
+
+namespace {
+// The finite differences run hundreds of tiny forwards: one thread avoids OpenMP fork/join
+// overhead (results do not depend on the thread count anyway).
+class OneThread {
+ public:
+  OneThread() : prev_(num_threads()) { set_num_threads(1); }
+  ~OneThread() { set_num_threads(prev_); }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  int prev_;
+};
+}  // namespace
 
 namespace {
 
@@ -39,6 +55,7 @@ Var graph(const std::map<std::string, Var>& v) {
 }  // namespace
 
 TEST_CASE("gradcheck: composite graph vs central finite differences") {
+  OneThread one;
   Rng rng(21);
   std::map<std::string, Tensor> init = {
       {"x", test::random({3, 5}, rng)}, {"w1", test::random({6, 5}, rng)},
@@ -71,6 +88,7 @@ TEST_CASE("gradcheck: composite graph vs central finite differences") {
 
 // Eval-mode batch norm has its own backward in autograd.cpp (constant running stats).
 TEST_CASE("gradcheck: batch_norm in eval mode (running statistics are constants)") {
+  OneThread one;
   Rng rng(22);
   const Tensor x0 = test::random({2, 3, 4, 5}, rng), w0 = test::random({3}, rng, 0.5f, 1.5f);
   const Tensor b0 = test::random({3}, rng), rm = test::random({3}, rng, -0.3f, 0.3f);
@@ -119,6 +137,7 @@ Var graph2(const std::map<std::string, Var>& v) {
 }
 
 TEST_CASE("gradcheck: every other differentiable function in one graph") {
+  OneThread one;
   Rng rng(23);
   std::map<std::string, Tensor> init = {{"img", test::random({1, 2, 6, 6}, rng)},
                                         {"cw", test::random({3, 2, 3, 3}, rng)},
