@@ -35,6 +35,10 @@ struct CmdrConfig {
   float clip_grad = 0.0f;  // > 0: clip each network's gradient norm to this (PyTorch
                            // clip_grad_norm_, coefficient max/(norm + 1e-6))
   uint64_t seed = 0;       // init and dropout streams derive from it
+  // SPEC 10 in training: the mapping MLPs and Decoder2D's `reconstruct` run only at valid
+  // positions (the losses ignore the others). Same losses and gradients; dropout masks are
+  // drawn for fewer elements, so a dropout run differs from one without it.
+  bool train_valid_only = true;
   // SPEC 5 widths at side S.
   static CmdrConfig spec(Mode mode, int64_t side);
 };
@@ -97,7 +101,12 @@ class Cmdr {
   void reseed_dropout(uint64_t seed);
 
   // Inference (eval mode, no gradients) in `mode` (a 2d3d model also serves map / rec).
-  CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid, Mode mode);
+  // valid_only (SPEC 10): the mapping MLPs and Decoder2D's `reconstruct` run only at valid
+  // positions; the fused maps and score are unchanged (fusion masks those positions before
+  // any smoothing), but mapped_2d / mapped_3d / recon_2d hold 0 at invalid rows, so `score
+  // --dump` parity needs valid_only = false. Ignored in mode 2d (every position counts).
+  CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid, Mode mode,
+                    bool valid_only = false);
   CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid) {
     return infer(rgb, xyz, valid, cfg_.mode);
   }
