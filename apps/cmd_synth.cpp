@@ -16,7 +16,10 @@ void add_synth(CLI::App& root) {
                           "defects: bump, crack, cut, dent, hole, stain)");
   cmd->add_option("--out", *out, "output dataset root (must be empty or new)")->required();
   cmd->add_option("--classes", opt->classes, "number of classes")->check(CLI::Range(1, 64));
-  cmd->add_option("--size", opt->size, "image side in pixels")->check(CLI::Range(16, 4096));
+  cmd->add_option("--size", opt->size, "image width (and height unless --height) in pixels")
+      ->check(CLI::Range(16, 4096));
+  cmd->add_option("--height", opt->height, "image height in pixels (default: square)")
+      ->check(CLI::Range(16, 4096));
   cmd->add_option("--train", opt->train, "train/good samples per class")
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--validation", opt->validation, "validation/good samples per class")
@@ -35,9 +38,9 @@ void add_synth(CLI::App& root) {
     if (!globals().quiet) {
       std::cout << "synth: wrote " << s.classes.size() << " class(es) (";
       for (size_t i = 0; i < s.classes.size(); ++i) std::cout << (i ? ", " : "") << s.classes[i];
-      std::cout << "), " << s.files << " files, " << opt->size << "x" << opt->size << ", seed "
-                << opt->seed << ", in " << std::fixed << std::setprecision(2) << s.seconds
-                << " s -> " << *out << "\n";
+      std::cout << "), " << s.files << " files, " << opt->size << "x"
+                << (opt->height > 0 ? opt->height : opt->size) << ", seed " << opt->seed << ", in "
+                << std::fixed << std::setprecision(2) << s.seconds << " s -> " << *out << "\n";
     }
   });
 }

@@ -235,8 +235,10 @@ std::string synth_class_name(int k) {
   return n;
 }
 
-SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, int size) {
-  CMDR_CHECK(size >= 16, "synth: size ", size, " is too small (at least 16)");
+SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, int size,
+                         int height) {
+  const int W = size, H = height > 0 ? height : size;
+  CMDR_CHECK(W >= 16 && H >= 16, "synth: image ", W, "x", H, " is too small (at least 16x16)");
   CMDR_CHECK(cls >= 0, "synth: class index ", cls);
   const std::string defect = defect_in == "good" ? "" : defect_in;
   CMDR_CHECK(defect.empty() || std::find(synth_defect_types().begin(), synth_defect_types().end(),
@@ -245,7 +247,8 @@ SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, i
   const ClassStyle s = class_style(cls);
   Rng rng(seed);
   // Camera and scene (SPEC 1 units: metres; z = distance along the optical axis).
-  const double f = 2.2 * size, c0 = 0.5 * size;
+  // Focal length from the shorter side: the object stays in view on non-square images.
+  const double f = 2.2 * std::min(W, H), cu = 0.5 * W, cv = 0.5 * H;
   const double D = 0.29 + 0.02 * rng.uniform01();
   const double tx = 0.24 * (rng.uniform01() - 0.5), ty = 0.24 * (rng.uniform01() - 0.5);
   const double yaw = 2 * kPi * rng.uniform01();
@@ -258,15 +261,15 @@ SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, i
   const Defect d = make_defect(s, defect, scale, rng);
   const bool geometry_shades = defect == "bump" || defect == "crack" || defect == "cut";
 
-  const int64_t N = int64_t(size) * size;
+  const int64_t N = int64_t(W) * H;
   std::vector<double> zshade(static_cast<size_t>(N)), zgeo(static_cast<size_t>(N));
   std::vector<std::array<double, 3>> albedo(static_cast<size_t>(N));
   SynthSample out;
-  out.gt = Image8(size, size, 1, 0);
-  for (int v = 0; v < size; ++v)
-    for (int u = 0; u < size; ++u) {
-      const int64_t i = int64_t(v) * size + u;
-      const double xr = (u + 0.5 - c0) / f, yr = (v + 0.5 - c0) / f;
+  out.gt = Image8(W, H, 1, 0);
+  for (int v = 0; v < H; ++v)
+    for (int u = 0; u < W; ++u) {
+      const int64_t i = int64_t(v) * W + u;
+      const double xr = (u + 0.5 - cu) / f, yr = (v + 0.5 - cv) / f;
       // Ray/plane intersection: Z = D + tx·X + ty·Y with X = Z·xr, Y = Z·yr.
       const double zp = D / (1 - tx * xr - ty * yr);
       const double X = zp * xr, Y = zp * yr;
@@ -305,17 +308,17 @@ SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, i
   const double lnorm = std::sqrt(0.3 * 0.3 + 0.4 * 0.4 + 1.0);
   const double L[3] = {-0.3 / lnorm, -0.4 / lnorm, -1.0 / lnorm};
   auto point = [&](int uu, int vv, const std::vector<double>& z) {
-    uu = std::clamp(uu, 0, size - 1), vv = std::clamp(vv, 0, size - 1);
-    const double zz = z[size_t(int64_t(vv) * size + uu)];
-    return std::array<double, 3>{zz * (uu + 0.5 - c0) / f, zz * (vv + 0.5 - c0) / f, zz};
+    uu = std::clamp(uu, 0, W - 1), vv = std::clamp(vv, 0, H - 1);
+    const double zz = z[size_t(int64_t(vv) * W + uu)];
+    return std::array<double, 3>{zz * (uu + 0.5 - cu) / f, zz * (vv + 0.5 - cu) / f, zz};
   };
-  out.rgb = Image8(size, size, 3);
-  out.xyz = Tensor::empty({size, size, 3});
+  out.rgb = Image8(W, H, 3);
+  out.xyz = Tensor::empty({H, W, 3});
   float* xyz = out.xyz.data();
   Rng noise(mix64(seed ^ 0x5e45));
-  for (int v = 0; v < size; ++v)
-    for (int u = 0; u < size; ++u) {
-      const int64_t i = int64_t(v) * size + u;
+  for (int v = 0; v < H; ++v)
+    for (int u = 0; u < W; ++u) {
+      const int64_t i = int64_t(v) * W + u;
       const auto a = point(u + 1, v, zshade), b = point(u - 1, v, zshade);
       const auto c = point(u, v + 1, zshade), e = point(u, v - 1, zshade);
       const double du[3] = {a[0] - b[0], a[1] - b[1], a[2] - b[2]};
@@ -342,8 +345,8 @@ SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, i
       if (drop) {
         q[0] = q[1] = q[2] = 0.0f;
       } else {
-        q[0] = static_cast<float>(z * (u + 0.5 - c0) / f);
-        q[1] = static_cast<float>(z * (v + 0.5 - c0) / f);
+        q[0] = static_cast<float>(z * (u + 0.5 - cu) / f);
+        q[1] = static_cast<float>(z * (v + 0.5 - cu) / f);
         q[2] = static_cast<float>(z);
       }
     }
@@ -353,6 +356,8 @@ SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, i
 SynthSummary synth_dataset(const std::string& out, const SynthOptions& opt) {
   CMDR_CHECK(opt.classes >= 1, "synth: --classes ", opt.classes, " (need ≥ 1)");
   CMDR_CHECK(opt.size >= 16 && opt.size <= 4096, "synth: --size ", opt.size, " (need 16..4096)");
+  CMDR_CHECK(opt.height == 0 || (opt.height >= 16 && opt.height <= 4096), "synth: --height ",
+             opt.height, " (need 16..4096, or 0 for square)");
   CMDR_CHECK(opt.train >= 1, "synth: --train ", opt.train, " (need ≥ 1)");
   CMDR_CHECK(opt.validation >= 0 && opt.test_good >= 0 && opt.test_defect >= 0,
              "synth: negative sample count");
@@ -405,7 +410,7 @@ SynthSummary synth_dataset(const std::string& out, const SynthOptions& opt) {
   for (int64_t t = 0; t < int64_t(tasks.size()); ++t) {
     const Task& task = tasks[size_t(t)];
     try {
-      const SynthSample s = synth_sample(task.cls, task.defect, task.seed, opt.size);
+      const SynthSample s = synth_sample(task.cls, task.defect, task.seed, opt.size, opt.height);
       char stem[16];
       std::snprintf(stem, sizeof stem, "%03d", task.index);
       const fs::path dir = fs::path(out) / synth_class_name(task.cls) / task.split / task.defect;

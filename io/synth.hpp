@@ -18,7 +18,8 @@ namespace cmdr::io {
 
 struct SynthOptions {
   int classes = 2;
-  int size = 256;  // rgb/xyz/gt are size×size
+  int size = 256;  // image width (rgb/xyz/gt)
+  int height = 0;  // image height; 0: square (size)
   int train = 10;
   int validation = 2;
   int test_good = 5;
@@ -39,7 +40,9 @@ struct SynthSample {
   Image8 gt;   // size×size×1, 0 or 255
 };
 // One sample: class k, defect "good" or a type of synth_defect_types(), from its own seed.
-SynthSample synth_sample(int cls, const std::string& defect, uint64_t seed, int size);
+// width = size, height (0: square).
+SynthSample synth_sample(int cls, const std::string& defect, uint64_t seed, int size,
+                         int height = 0);
 
 struct SynthSummary {
   int64_t files = 0;

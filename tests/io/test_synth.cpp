@@ -203,3 +203,23 @@ TEST_CASE("synth: bad options are rejected") {
   testing::spit(d.file("file"), {'x'});
   CHECK_THROWS_AS(io::synth_dataset(d.file("file"), io::SynthOptions{}), Error);
 }
+
+TEST_CASE("synth: non-square images (exercise the square padding) load through io/mvtec") {
+  testing::TempDir d;
+  io::SynthOptions o = small_opts(8);
+  o.classes = 1;
+  o.size = 90;  // width
+  o.height = 40;
+  io::synth_dataset(d.file("wide"), o);
+  const io::ClassSplit cs = io::scan_class(d.file("wide"), "ellipsoid");
+  CHECK(cs.skipped.empty());
+  REQUIRE(cs.test.size() == 9);
+  const io::Image8 rgb = io::read_rgb_png(cs.test[0].rgb);
+  CHECK(rgb.width == 90);
+  CHECK(rgb.height == 40);
+  const Tensor xyz = io::load_xyz(cs.test[0]);
+  CHECK(xyz.shape() == Shape{40, 90, 3});
+  CHECK(mask_count(io::read_gray_png(cs.test[0].gt)) > 10);  // the defect is in view
+  const io::LoadedSample ls = io::load_sample(cs.test[0], 32);
+  CHECK(ls.gt.shape() == Shape{32, 32});
+}
