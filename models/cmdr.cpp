@@ -176,6 +176,11 @@ ag::StateDict clone_state(ag::Module& m) {
   return s;
 }
 
+// A constant Var, or an undefined one for a modality the mode does without.
+ag::Var as_var(const Tensor& t) {
+  return t.defined() ? ag::Var(t) : ag::Var();
+}
+
 std::vector<Tensor> clone_all(const std::vector<Tensor>& v) {
   std::vector<Tensor> out;
   out.reserve(v.size());
@@ -194,7 +199,7 @@ StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& 
   StepResult res;
   res.loss.fill(std::numeric_limits<float>::quiet_NaN());
   res.grad_norm.fill(std::numeric_limits<float>::quiet_NaN());
-  const ag::Var rgb_v(rgb), xyz_v(xyz);
+  const ag::Var rgb_v = as_var(rgb), xyz_v = as_var(xyz);  // undefined when absent
   // SPEC 10: per-position networks only at valid rows (when some are invalid).
   std::vector<int64_t> rows;
   for (int64_t i = 0; i < l; ++i) {
@@ -335,7 +340,7 @@ CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& vali
   CmdrOutputs out;
   FusionInputs fi;
   fi.valid = v;
-  const ag::Var rgb_v(rgb), xyz_v(xyz);
+  const ag::Var rgb_v = as_var(rgb), xyz_v = as_var(xyz);  // undefined when absent
   // SPEC 10: per-position networks only at valid rows (scattered back, 0 elsewhere).
   std::vector<int64_t> rows;
   if (valid_only && mode != Mode::Only2D) {

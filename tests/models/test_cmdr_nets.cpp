@@ -389,3 +389,33 @@ TEST_CASE("cmdr nets: valid-only inference (SPEC 10) gives the same maps and sco
   CHECK(worst < 1e-5);
   CHECK(zeros);
 }
+
+TEST_CASE("cmdr nets: 2d and 3d modes train and score their branch only") {
+  st::File f(test::model_fixture("train_S16.safetensors"));
+  const Tensor rgb = f.get("rgb.0"), xyz = f.get("xyz.0"), valid = f.get("valid.0");
+  Cmdr m2(test::small_config(16, Mode::Only2D));
+  const StepResult r2 = m2.train_step(rgb, Tensor(), Tensor());  // no geometry needed
+  CHECK(std::isfinite(r2.loss[kDec2D]));
+  CHECK(std::isnan(r2.loss[kDec3D]));
+  CHECK(std::isnan(r2.loss[kMap2Dto3D]));
+  const CmdrOutputs o2 = m2.infer(rgb, Tensor(), Tensor());
+  CHECK(o2.recon_2d.defined());
+  CHECK(!o2.recon_3d.defined());
+  CHECK(!o2.fusion.a_map.defined());
+  CHECK(o2.fusion.image_score > 0.0f);
+  CHECK(dump_tensors(o2).size() == 6);  // recon_2d, d_rec2d, fused, pixel, aupro, score
+
+  Cmdr m3(test::small_config(16, Mode::Only3D));
+  const StepResult r3 = m3.train_step(Tensor(), xyz, valid);
+  CHECK(std::isfinite(r3.loss[kDec3D]));
+  CHECK(std::isnan(r3.loss[kDec2D]));
+  const CmdrOutputs o3 = m3.infer(Tensor(), xyz, valid);
+  CHECK(o3.recon_3d.defined());
+  CHECK(!o3.recon_2d.defined());
+  // Masked: the 3d map is 0 wherever the sample has no geometry before smoothing.
+  const std::vector<float> v = valid.to_vector(), d = o3.fusion.d_rec3d.to_vector();
+  bool masked = true;
+  for (std::size_t i = 0; i < v.size(); ++i) masked &= v[i] != 0.0f || d[i] == 0.0f;
+  CHECK(masked);
+  CHECK_THROWS_AS(m3.train_step(Tensor(), xyz, Tensor()), Error);  // 3d needs the mask
+}
