@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "engine/error.hpp"
+#include "engine/profiler.hpp"
 
 namespace cmdr::ag {
 
@@ -60,12 +61,14 @@ Tensor value_or_undef(const Var& v) {
 
 // out = a + b for equal shapes, as a fresh contiguous tensor (gradient accumulation).
 Tensor add_same_shape(const Tensor& a, const Tensor& b) {
+  ProfileScope ps("grad_accumulate", static_cast<double>(a.numel()), 12.0 * a.numel());
   Tensor ac = a.contiguous(), bc = b.contiguous();
   Tensor out = Tensor::empty(a.shape());
   const float* pa = ac.data();
   const float* pb = bc.data();
   float* po = out.data();
   const int64_t n = out.numel();
+#pragma omp parallel for schedule(static) if (n > (1 << 16))  // elementwise: deterministic
   for (int64_t i = 0; i < n; ++i) po[i] = pa[i] + pb[i];
   return out;
 }
@@ -73,6 +76,7 @@ Tensor add_same_shape(const Tensor& a, const Tensor& b) {
 // .grad of a leaf (or retained interior node): the first contribution is copied so the
 // stored gradient owns its memory; later ones are added in place.
 void accumulate_into(Tensor& dst, const Tensor& g, const Node& n) {
+  ProfileScope ps("grad_accumulate", static_cast<double>(g.numel()), 12.0 * g.numel());
   if (!dst.defined()) {
     dst = g.clone();
     return;
@@ -84,6 +88,7 @@ void accumulate_into(Tensor& dst, const Tensor& g, const Node& n) {
   float* pd = dst.data();
   const float* pg = gc.data();
   const int64_t count = dst.numel();
+#pragma omp parallel for schedule(static) if (count > (1 << 16))
   for (int64_t i = 0; i < count; ++i) pd[i] += pg[i];
 }
 

@@ -35,6 +35,13 @@ void init_uniform_fan_in(Var& weight, Var& bias, int64_t fan_in, Rng& rng) {
   }
 }
 
+// PyTorch's Module._load_from_state_dict accepts a 1-dim checkpoint tensor for a 0-dim
+// model tensor ("backward compatibility: loading 1-dim tensor from 0.3.*"), e.g. a
+// num_batches_tracked saved as [1]. We accept it only when it holds exactly one element.
+bool scalar_compat(const Tensor& ckpt, const Tensor& model) {
+  return model.dim() == 0 && ckpt.dim() == 1 && ckpt.numel() == 1;
+}
+
 Var param(const Shape& shape) {
   return Var(Tensor::zeros(shape), /*requires_grad=*/true);
 }
@@ -134,7 +141,7 @@ std::vector<std::string> Module::load_state_dict(const StateDict& sd, bool stric
       continue;
     }
     CMDR_CHECK(it->second.defined(), "load_state_dict: tensor '", name, "' is undefined");
-    if (it->second.shape() != t.shape())
+    if (it->second.shape() != t.shape() && !scalar_compat(it->second, t))
       mismatched.push_back("'" + name + "': checkpoint " + it->second.str() + " vs model " +
                            t.str());
   }
@@ -152,7 +159,8 @@ std::vector<std::string> Module::load_state_dict(const StateDict& sd, bool stric
 
   for (auto& [name, t] : targets) {
     auto it = sd.find(name);
-    if (it != sd.end()) t.copy_(it->second);
+    if (it == sd.end()) continue;
+    t.copy_(it->second.shape() == t.shape() ? it->second : it->second.reshape({}));
   }
   if (missing_out != nullptr) *missing_out = missing;
   return unexpected;

@@ -111,3 +111,30 @@ static void BM_bilinear_768x28_to_224(benchmark::State& st) {
   st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * 4.0 * 768 * (28 * 28 + 224 * 224)));
 }
 BENCHMARK(BM_bilinear_768x28_to_224)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+
+// SPEC 4.3: xyz feature map 1152×224×224 → AvgPool 3×3 (no pad) → adaptive 222 → 224.
+static void BM_avgpool3_1152x224(benchmark::State& st) {
+  cmdr::Tensor x = cmdr::Tensor::empty({1, 1152, 224, 224});
+  cmdr::Rng rng(3);
+  rng.fill_uniform(x, -1.0f, 1.0f);
+  for (auto _ : st) {
+    cmdr::Tensor p = cmdr::ops::avg_pool2d_forward(x, 3, 0);
+    benchmark::DoNotOptimize(p.data());
+  }
+  st.SetBytesProcessed(
+      static_cast<int64_t>(st.iterations() * 4.0 * 1152 * (224 * 224 + 222 * 222)));
+}
+BENCHMARK(BM_avgpool3_1152x224)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+
+static void BM_adaptive_1152x222_to_224(benchmark::State& st) {
+  cmdr::Tensor x = cmdr::Tensor::empty({1, 1152, 222, 222});
+  cmdr::Rng rng(4);
+  rng.fill_uniform(x, -1.0f, 1.0f);
+  for (auto _ : st) {
+    cmdr::Tensor y = cmdr::ops::adaptive_avg_pool2d_forward(x, 224, 224);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetBytesProcessed(
+      static_cast<int64_t>(st.iterations() * 4.0 * 1152 * (224 * 224 + 222 * 222)));
+}
+BENCHMARK(BM_adaptive_1152x222_to_224)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();

@@ -407,7 +407,8 @@ bool valid_utf8(const char* s, std::size_t n, std::size_t* bad_offset) {
 // Reader
 
 File::File(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not hang (it is then rejected as not a regular file).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   CMDR_CHECK(fd >= 0, "safetensors '", path, "': cannot open (", std::strerror(errno), ")");
   struct stat sb {};
   if (::fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {

@@ -1,5 +1,9 @@
 #include "ops/dnnl_common.hpp"
 
+#include <omp.h>
+
+#include <string>
+
 #include "engine/error.hpp"
 
 namespace cmdr::ops::dnnl_util {
@@ -22,8 +26,11 @@ std::unordered_map<std::string, std::shared_ptr<void>>& table() {
 }
 }  // namespace
 
-std::shared_ptr<void> cache_lookup(const std::string& key,
+std::shared_ptr<void> cache_lookup(const std::string& key_in,
                                    const std::function<std::shared_ptr<void>()>& make) {
+  // oneDNN sizes scratchpads and partitions work for the thread count at creation time, so
+  // a primitive is only reused under the same OpenMP thread count.
+  const std::string key = key_in + "nthr=" + std::to_string(omp_get_max_threads());
   {
     std::lock_guard<std::mutex> lk(g_mu);
     auto it = table().find(key);

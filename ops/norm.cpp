@@ -274,7 +274,7 @@ LayerNormGrads layer_norm_backward(const Tensor& dy, const Tensor& x, const Tens
   LayerNormGrads out;
   out.dx = Tensor::empty(x.shape());
   float* dxp = out.dx.data();
-  constexpr int64_t kRowBlock = 64;
+  constexpr int64_t kRowBlock = 256;
   const int64_t nblocks = (R + kRowBlock - 1) / kRowBlock;
   std::vector<double> pw(static_cast<std::size_t>(nblocks * D)), pb(pw.size());
 #pragma omp parallel

@@ -96,31 +96,56 @@ inline void check_index(const char* op, const std::vector<int64_t>& idx, int64_t
                " out of range [0, ", n_rows, ")");
 }
 
-// Bilinear source index/weights along one axis, align_corners = false, exactly as
-// PyTorch's CPU kernel computes them in float: scale = in/out, src = scale·(dst+0.5)−0.5
-// clamped at 0, i0 = floor(src), i1 = min(i0+1, in−1), l1 = src − i0, l0 = 1 − l1.
+// Bilinear source indices/weights along one axis, align_corners = false, as PyTorch's CPU
+// kernel computes them (matched bit for bit against torch 1.13): scale = (float)in/out in
+// float; src = scale·(dst + 0.5) − 0.5 in double, clamped at 0; i0 = floor(src),
+// i1 = min(i0 + 1, in − 1); l1 = (float)clamp(src − i0, 0, 1); l0 = 1 − l1 in float.
+// Same size in and out: the identity (i1 = i0, l1 = 0).
 struct LinearTap {
   int64_t i0, i1;
   float l0, l1;
 };
 inline std::vector<LinearTap> bilinear_taps(int64_t in, int64_t out) {
   std::vector<LinearTap> taps(static_cast<std::size_t>(out));
-  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  const double scale = static_cast<double>(static_cast<float>(in) / static_cast<float>(out));
   for (int64_t d = 0; d < out; ++d) {
-    // PyTorch evaluates scale·(dst + 0.5) − 0.5 in double (the literals are double) and
-    // stores it in float; negative sources clamp to 0.
-    float src =
-        static_cast<float>(static_cast<double>(scale) * (static_cast<double>(d) + 0.5) - 0.5);
-    if (src < 0.0f) src = 0.0f;
-    const int64_t i0 = static_cast<int64_t>(src);
     LinearTap t;
-    t.i0 = i0;
-    t.i1 = i0 + (i0 < in - 1 ? 1 : 0);
-    t.l1 = std::min(std::max(src - static_cast<float>(i0), 0.0f), 1.0f);
-    t.l0 = 1.0f - t.l1;
+    if (in == out) {
+      t = {d, d, 1.0f, 0.0f};
+    } else {
+      double src = scale * (static_cast<double>(d) + 0.5) - 0.5;
+      if (src < 0.0) src = 0.0;
+      const int64_t i0 = std::min(static_cast<int64_t>(src), in - 1);
+      t.i0 = i0;
+      t.i1 = i0 + (i0 < in - 1 ? 1 : 0);
+      t.l1 = static_cast<float>(std::min(std::max(src - static_cast<double>(i0), 0.0), 1.0));
+      t.l0 = 1.0f - t.l1;
+    }
     taps[static_cast<std::size_t>(d)] = t;
   }
   return taps;
+}
+
+// PyTorch 1.13's CPU bilinear forward has two kernels, and we reproduce both bit for bit:
+// - the input is also channels-last contiguous (C == 1 or H·W == 1): the four float weights
+//   h·w, the weighted sum accumulated in double in the order (i0,j0), (i0,j1), (i1,j0),
+//   (i1,j1), rounded once (bilinear_value_cl);
+// - otherwise (every CMDR use: C = 768 or 1152): separable in float with fused
+//   multiply-adds, t_r = fma(x[r][j0], w0, x[r][j1]·w1), y = fma(t_i0, h0, t_i1·h1).
+inline bool bilinear_channels_last_kernel(int64_t C, int64_t H, int64_t W) {
+  return C == 1 || H * W == 1;
+}
+inline float bilinear_value_cl(float x00, float x01, float x10, float x11, const LinearTap& h,
+                               const LinearTap& w) {
+  const double s = static_cast<double>(h.l0 * w.l0) * x00 + static_cast<double>(h.l0 * w.l1) * x01 +
+                   static_cast<double>(h.l1 * w.l0) * x10 + static_cast<double>(h.l1 * w.l1) * x11;
+  return static_cast<float>(s);
+}
+inline float bilinear_value_sep(float x00, float x01, float x10, float x11, const LinearTap& h,
+                                const LinearTap& w) {
+  const float t0 = std::fma(x00, w.l0, x01 * w.l1);
+  const float t1 = std::fma(x10, w.l0, x11 * w.l1);
+  return std::fma(t0, h.l0, t1 * h.l1);
 }
 
 // Nearest source index (SPEC 3.2): scale = (float)in/out; src = min(floor(dst·scale), in−1)

@@ -613,6 +613,9 @@ void check_out(const char* op, int64_t oh, int64_t ow) {
 }
 }  // namespace
 
+// Pooling follows PyTorch's float arithmetic exactly (sums in float, row-major window
+// order; backward scatters in output order) so the optimised kernels can be compared bit
+// for bit.
 Tensor avg_pool2d_forward(const Tensor& x, int64_t k, int64_t pad) {
   check_nchw("avg_pool2d", "x", x);
   check_pool("avg_pool2d", x.shape(), k, pad);
@@ -623,13 +626,13 @@ Tensor avg_pool2d_forward(const Tensor& x, int64_t k, int64_t pad) {
   for (int64_t p = 0; p < P; ++p)
     for (int64_t oh = 0; oh < Ho; ++oh)
       for (int64_t ow = 0; ow < Wo; ++ow) {
-        double s = 0.0;
+        float s = 0.0f;
         for (int64_t i = 0; i < k; ++i)
           for (int64_t j = 0; j < k; ++j) {
             const int64_t h = oh + i - pad, w = ow + j - pad;
             if (h >= 0 && h < H && w >= 0 && w < W) s += v[(p * H + h) * W + w];
           }
-        y.data()[(p * Ho + oh) * Wo + ow] = static_cast<float>(s / static_cast<double>(k * k));
+        y.data()[(p * Ho + oh) * Wo + ow] = s / static_cast<float>(k * k);
       }
   return y;
 }
@@ -642,18 +645,17 @@ Tensor avg_pool2d_backward(const Tensor& dy, const Shape& x_shape, int64_t k, in
              dy.str(), " does not match x ", shape_str(x_shape), " pooled with k ", k, " pad ",
              pad);
   const std::vector<float> g = dy.to_vector();
-  std::vector<double> acc(static_cast<std::size_t>(P * H * W), 0.0);
+  Tensor dx = Tensor::zeros(x_shape);
   for (int64_t p = 0; p < P; ++p)
     for (int64_t oh = 0; oh < Ho; ++oh)
-      for (int64_t ow = 0; ow < Wo; ++ow)
+      for (int64_t ow = 0; ow < Wo; ++ow) {
+        const float d = g[(p * Ho + oh) * Wo + ow] / static_cast<float>(k * k);
         for (int64_t i = 0; i < k; ++i)
           for (int64_t j = 0; j < k; ++j) {
             const int64_t h = oh + i - pad, w = ow + j - pad;
-            if (h >= 0 && h < H && w >= 0 && w < W)
-              acc[(p * H + h) * W + w] += g[(p * Ho + oh) * Wo + ow] / static_cast<double>(k * k);
+            if (h >= 0 && h < H && w >= 0 && w < W) dx.data()[(p * H + h) * W + w] += d;
           }
-  Tensor dx = Tensor::empty(x_shape);
-  for (std::size_t i = 0; i < acc.size(); ++i) dx.data()[i] = static_cast<float>(acc[i]);
+      }
   return dx;
 }
 
@@ -668,11 +670,11 @@ Tensor adaptive_avg_pool2d_forward(const Tensor& x, int64_t out_h, int64_t out_w
       for (int64_t ow = 0; ow < out_w; ++ow) {
         const int64_t h0 = adaptive_start(oh, H, out_h), h1 = adaptive_end(oh, H, out_h);
         const int64_t w0 = adaptive_start(ow, W, out_w), w1 = adaptive_end(ow, W, out_w);
-        double s = 0.0;
+        float s = 0.0f;
         for (int64_t h = h0; h < h1; ++h)
           for (int64_t w = w0; w < w1; ++w) s += v[(p * H + h) * W + w];
         y.data()[(p * out_h + oh) * out_w + ow] =
-            static_cast<float>(s / static_cast<double>((h1 - h0) * (w1 - w0)));
+            s / static_cast<float>(h1 - h0) / static_cast<float>(w1 - w0);
       }
   return y;
 }
@@ -684,18 +686,17 @@ Tensor adaptive_avg_pool2d_backward(const Tensor& dy, const Shape& x_shape) {
   const int64_t P = x_shape[0] * x_shape[1], H = x_shape[2], W = x_shape[3];
   const int64_t Ho = dy.size(2), Wo = dy.size(3);
   const std::vector<float> g = dy.to_vector();
-  std::vector<double> acc(static_cast<std::size_t>(P * H * W), 0.0);
+  Tensor dx = Tensor::zeros(x_shape);
   for (int64_t p = 0; p < P; ++p)
     for (int64_t oh = 0; oh < Ho; ++oh)
       for (int64_t ow = 0; ow < Wo; ++ow) {
         const int64_t h0 = adaptive_start(oh, H, Ho), h1 = adaptive_end(oh, H, Ho);
         const int64_t w0 = adaptive_start(ow, W, Wo), w1 = adaptive_end(ow, W, Wo);
-        const double gv = g[(p * Ho + oh) * Wo + ow] / static_cast<double>((h1 - h0) * (w1 - w0));
+        const float d =
+            g[(p * Ho + oh) * Wo + ow] / static_cast<float>(h1 - h0) / static_cast<float>(w1 - w0);
         for (int64_t h = h0; h < h1; ++h)
-          for (int64_t w = w0; w < w1; ++w) acc[(p * H + h) * W + w] += gv;
+          for (int64_t w = w0; w < w1; ++w) dx.data()[(p * H + h) * W + w] += d;
       }
-  Tensor dx = Tensor::empty(x_shape);
-  for (std::size_t i = 0; i < acc.size(); ++i) dx.data()[i] = static_cast<float>(acc[i]);
   return dx;
 }
 
@@ -704,6 +705,7 @@ Tensor upsample_bilinear2d_forward(const Tensor& x, int64_t out_h, int64_t out_w
   check_out("upsample_bilinear2d", out_h, out_w);
   const int64_t P = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
   const std::vector<LinearTap> th = bilinear_taps(H, out_h), tw = bilinear_taps(W, out_w);
+  const bool cl = bilinear_channels_last_kernel(x.size(1), H, W);
   const std::vector<float> v = x.to_vector();
   Tensor y = Tensor::empty({x.size(0), x.size(1), out_h, out_w});
   for (int64_t p = 0; p < P; ++p)
@@ -713,9 +715,9 @@ Tensor upsample_bilinear2d_forward(const Tensor& x, int64_t out_h, int64_t out_w
         const LinearTap& b = tw[ow];
         const float* r0 = &v[(p * H + a.i0) * W];
         const float* r1 = &v[(p * H + a.i1) * W];
-        const float t0 = r0[b.i0] * b.l0 + r0[b.i1] * b.l1;
-        const float t1 = r1[b.i0] * b.l0 + r1[b.i1] * b.l1;
-        y.data()[(p * out_h + oh) * out_w + ow] = t0 * a.l0 + t1 * a.l1;
+        y.data()[(p * out_h + oh) * out_w + ow] =
+            cl ? bilinear_value_cl(r0[b.i0], r0[b.i1], r1[b.i0], r1[b.i1], a, b)
+               : bilinear_value_sep(r0[b.i0], r0[b.i1], r1[b.i0], r1[b.i1], a, b);
       }
   return y;
 }

@@ -8,9 +8,9 @@
 #include <sstream>
 #include <string>
 
-#include "tests/test_util.hpp"
 #include "autograd/modules.hpp"
 #include "engine/error.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cmdr;
 using namespace cmdr::ag;
@@ -143,6 +143,17 @@ TEST_CASE("modules: load_state_dict reports missing, unexpected and mis-shaped t
   CHECK(unused == std::vector<std::string>{"extra.weight"});
   CHECK(missing == std::vector<std::string>{"proj.0.bias", "dec.1.running_var"});
   CHECK(test::bit_identical(net.up.weight.value(), fx.get("init.up.weight")));
+
+  // As PyTorch: a one-element 1-dim tensor loads into a 0-dim one (old checkpoints), but a
+  // longer one is a mismatch.
+  sd = good;
+  sd["bn2.num_batches_tracked"] = Tensor::from_vector({1}, {7.0f});
+  CHECK(net.load_state_dict(sd).empty());
+  CHECK(net.bn2.num_batches_tracked.shape() == Shape{});
+  CHECK(net.bn2.num_batches_tracked.item() == 7.0f);
+  sd["bn2.num_batches_tracked"] = Tensor::from_vector({2}, {7.0f, 8.0f});
+  msg = error_of([&] { net.load_state_dict(sd); });
+  CHECK_MESSAGE(contains(msg, "'bn2.num_batches_tracked': checkpoint [2] vs model []"), msg);
 
   sd = good;
   sd["up.weight"] = Tensor::zeros({2, 3, 2, 2});

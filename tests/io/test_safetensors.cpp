@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -294,6 +295,9 @@ TEST_CASE("safetensors: accepted corner cases") {
   CHECK_THROWS_WITH_AS(st::File(tmp.file("missing.safetensors")),
                        doctest::Contains("missing.safetensors"), cmdr::Error);
   CHECK_THROWS_WITH_AS(st::File(tmp.dir.string()), doctest::Contains("not a regular file"),
+                       cmdr::Error);
+  REQUIRE(::mkfifo(tmp.file("fifo").c_str(), 0600) == 0);  // must not block opening it
+  CHECK_THROWS_WITH_AS(st::File(tmp.file("fifo")), doctest::Contains("not a regular file"),
                        cmdr::Error);
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/threads.hpp"
 #include "ops/ops.hpp"
 #include "tests/test_util.hpp"
 
@@ -120,6 +121,12 @@ std::vector<GradCase> cases() {
 }  // namespace
 
 TEST_CASE("dense ops: finite-difference gradient checks") {
+  // Thousands of tiny calls: one thread avoids OpenMP barrier costs on a loaded machine.
+  struct ThreadGuard {
+    int prev = num_threads();
+    ThreadGuard() { set_num_threads(1); }
+    ~ThreadGuard() { set_num_threads(prev); }
+  } guard;
   Rng rng(2024);
   for (const GradCase& gc : cases()) {
     CAPTURE(gc.name);

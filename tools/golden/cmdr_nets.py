@@ -32,14 +32,27 @@ D3 = dict(channels=XYZ, widths=(32, 24, 16, 8), att_hidden=6)
 
 
 # ---------------------------------------------------------------- reference modules (SPEC 5)
+class GELU(nn.GELU):
+    """nn.GELU whose incoming gradient is made contiguous. Debian's torch 1.13 GELU backward
+    returns garbage (huge values / NaN, run-to-run different) when the upstream gradient is
+    non-contiguous, which Decoder2D's `flatten(2).transpose(1, 2)` after conv_decoder.8
+    produces. The forward and the math are unchanged."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        if y.requires_grad:
+            y.register_hook(lambda g: g.contiguous())
+        return y
+
+
 class FeatureMappingMLP(nn.Module):  # SPEC 5.1
     def __init__(self, i, o, p=0.1):
         super().__init__()
         r = (i + o) // 2
         self.input = nn.Linear(i, r)
-        self.act = nn.GELU()
-        self.projection = nn.Sequential(nn.Linear(r, r), nn.GELU(), nn.LayerNorm(r),
-                                        nn.Dropout(p), nn.Linear(r, r), nn.GELU(),
+        self.act = GELU()
+        self.projection = nn.Sequential(nn.Linear(r, r), GELU(), nn.LayerNorm(r),
+                                        nn.Dropout(p), nn.Linear(r, r), GELU(),
                                         nn.LayerNorm(r))
         self.output = nn.Linear(r, o)
 
@@ -83,7 +96,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, heads, window, p)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_hidden), nn.GELU(), nn.Dropout(p),
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_hidden), GELU(), nn.Dropout(p),
                                  nn.Linear(mlp_hidden, dim), nn.Dropout(p))
 
     def forward(self, x):
@@ -95,15 +108,15 @@ class Decoder2D(nn.Module):  # SPEC 5.2
     def __init__(self, dim, hidden, heads, window, mlp_hidden, conv1, conv2, rec_hidden, p=0.1):
         super().__init__()
         r = hidden
-        self.projection = nn.Sequential(nn.Linear(dim, r), nn.GELU(), nn.LayerNorm(r),
-                                        nn.Dropout(p), nn.Linear(r, r), nn.GELU(),
+        self.projection = nn.Sequential(nn.Linear(dim, r), GELU(), nn.LayerNorm(r),
+                                        nn.Dropout(p), nn.Linear(r, r), GELU(),
                                         nn.LayerNorm(r))
         self.attn = Block(r, heads, window, mlp_hidden, p)
         self.conv_decoder = nn.Sequential(
-            nn.ConvTranspose2d(r, conv1, 3, 1, 1), nn.BatchNorm2d(conv1), nn.GELU(),
-            nn.ConvTranspose2d(conv1, conv2, 3, 1, 1), nn.BatchNorm2d(conv2), nn.GELU(),
-            nn.ConvTranspose2d(conv2, r, 3, 1, 1), nn.BatchNorm2d(r), nn.GELU())
-        self.reconstruct = nn.Sequential(nn.Linear(r, rec_hidden), nn.GELU(), nn.Dropout(p),
+            nn.ConvTranspose2d(r, conv1, 3, 1, 1), nn.BatchNorm2d(conv1), GELU(),
+            nn.ConvTranspose2d(conv1, conv2, 3, 1, 1), nn.BatchNorm2d(conv2), GELU(),
+            nn.ConvTranspose2d(conv2, r, 3, 1, 1), nn.BatchNorm2d(r), GELU())
+        self.reconstruct = nn.Sequential(nn.Linear(r, rec_hidden), GELU(), nn.Dropout(p),
                                          nn.Linear(rec_hidden, dim), nn.LayerNorm(dim))
 
     def forward(self, x):  # [B, L, dim]
@@ -120,12 +133,12 @@ class Decoder3D(nn.Module):  # SPEC 5.3
     def __init__(self, length, channels, widths, att_hidden, p=0.1):
         super().__init__()
         lb = length // 32
-        self.projection = nn.Sequential(nn.Linear(length, lb), nn.GELU(), nn.LayerNorm(lb),
-                                        nn.Dropout(p), nn.Linear(lb, lb), nn.GELU(),
+        self.projection = nn.Sequential(nn.Linear(length, lb), GELU(), nn.LayerNorm(lb),
+                                        nn.Dropout(p), nn.Linear(lb, lb), GELU(),
                                         nn.LayerNorm(lb))
         layers, cin = [], channels
         for w in widths:
-            layers += [nn.ConvTranspose1d(cin, w, 4, 2, 1), nn.BatchNorm1d(w), nn.GELU()]
+            layers += [nn.ConvTranspose1d(cin, w, 4, 2, 1), nn.BatchNorm1d(w), GELU()]
             cin = w
         layers += [nn.ConvTranspose1d(cin, channels, 4, 2, 1), nn.Tanh()]
         self.decoder = nn.Sequential(*layers)

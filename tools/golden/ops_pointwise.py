@@ -209,6 +209,12 @@ def resample_cases():
     xs2 = (torch.arange(600, dtype=torch.float32).view(600, 1) * 1000 +
            torch.arange(7, dtype=torch.float32).view(1, 7)).view(1, 1, 600, 7)
     T["near600.y"] = F.interpolate(xs2, size=(224, 3), mode="nearest")
+    # PyTorch's second bilinear kernel (input also channels-last contiguous: C == 1 or H·W == 1)
+    for name, shape, size in [("bilc1", (2, 1, 5, 7), (9, 4)), ("bilhw1", (2, 3, 1, 1), (4, 5))]:
+        xx = torch.randn(shape)
+        y, dy, (dx,) = run(lambda t: F.interpolate(t, size=size, mode="bilinear",
+                                                   align_corners=False), [xx])
+        T.update({name + ".x": xx, name + ".y": y, name + ".dy": dy, name + ".dx": dx})
     return T
 
 
