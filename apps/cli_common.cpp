@@ -64,10 +64,13 @@ models::Extractors extractors_for(const models::LoadedCheckpoint& ck, const Extr
   return ex;
 }
 
-void add_checkpoint_flags(CLI::App* c, CheckpointArgs& a) {
-  c->add_option("--checkpoint", a.path, "checkpoint written by `cmdr-iad train`")
+void add_checkpoint_flags(CLI::App* c, CheckpointArgs& a, bool allow_dir) {
+  c->add_option("--checkpoint", a.path,
+                allow_dir ? "checkpoint written by `cmdr-iad train`, or a folder of "
+                            "<class>.safetensors checkpoints (one per class)"
+                          : "checkpoint written by `cmdr-iad train`")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(allow_dir ? CLI::Validator(CLI::ExistingPath) : CLI::Validator(CLI::ExistingFile));
   c->add_option("--mode", a.mode,
                 "for a bare state dict: 2d3d|2d|3d (a full checkpoint must agree)")
       ->check(CLI::IsMember({"2d3d", "2d", "3d"}));

@@ -34,7 +34,7 @@ struct CheckpointArgs {
   std::string path, mode;
   int64_t size = 0;
 };
-void add_checkpoint_flags(CLI::App* c, CheckpointArgs& a);
+void add_checkpoint_flags(CLI::App* c, CheckpointArgs& a, bool allow_dir = false);
 models::LoadedCheckpoint open_checkpoint(const CheckpointArgs& a);
 
 // --profile: enable before the work, report after (table on stderr, Chrome trace file).
@@ -56,7 +56,8 @@ struct EvaluateArgs {
   bool all = false, profile = false;
   float threshold = std::numeric_limits<float>::quiet_NaN();
 };
-nlohmann::json run_evaluate(const EvaluateArgs& a, models::LoadedCheckpoint& ck,
+// --checkpoint: one file, or a folder of <class>.safetensors (one per class, for --all).
+nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
                             const ExtractorArgs& exa);
 
 }  // namespace cmdr::app

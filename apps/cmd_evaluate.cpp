@@ -36,30 +36,46 @@ nlohmann::json mean_json(const std::vector<metrics::Result>& rs) {
 
 }  // namespace
 
-nlohmann::json run_evaluate(const EvaluateArgs& a, models::LoadedCheckpoint& ck,
+nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
                             const ExtractorArgs& exa) {
+  namespace fs = std::filesystem;
   std::vector<std::string> classes = a.classes;
   if (a.all) {
     classes = io::list_classes(a.data);
     CMDR_CHECK(!classes.empty(), "evaluate: --all: no class folder under --data '", a.data, "'");
   }
   CMDR_CHECK(!classes.empty(), "evaluate: give --class C or --all");
-  if (classes.size() > 1 || (!ck.meta.cls.empty() && ck.meta.cls != classes[0])) {
-    if (!globals().quiet) {
-      std::cerr << "evaluate: note: checkpoint '" << ck.path << "' was trained on class '"
-                << ck.meta.cls << "'\n";
+  // --checkpoint is one file, or a folder holding <class>.safetensors per class.
+  const bool per_class = fs::is_directory(ca.path);
+  auto ckpt_of = [&](const std::string& cls) {
+    CheckpointArgs c = ca;
+    if (per_class) {
+      c.path = (fs::path(ca.path) / (cls + ".safetensors")).string();
+      CMDR_CHECK(fs::is_regular_file(c.path), "evaluate: --checkpoint folder '", ca.path,
+                 "' has no '", cls, ".safetensors'");
     }
-  }
-  const models::Extractors ex = extractors_for(ck, exa, "evaluate");
-  profile_begin(a.profile);
+    return c;
+  };
+  models::LoadedCheckpoint first = open_checkpoint(ckpt_of(classes[0]));
+  const models::Extractors ex = extractors_for(first, exa, "evaluate");
+  const int64_t side = first.model->config().side;
   std::vector<std::pair<std::string, metrics::Result>> paper_rows, official_rows;
   nlohmann::json out;
   out["protocol"] = "paper";
-  out["checkpoint"] = ck.path;
-  out["checkpoint_sha256"] = ck.sha256;
+  out["checkpoint"] = ca.path;
   out["classes"] = nlohmann::json::object();
   out["official"] = {{"protocol", "mvtec"}, {"classes", nlohmann::json::object()}};
   for (const std::string& cls : classes) {
+    models::LoadedCheckpoint ck =
+        cls == classes[0] ? std::move(first) : open_checkpoint(ckpt_of(cls));
+    models::check_extractor_hashes(ck.meta, ex, exa.allow_mismatch);
+    CMDR_CHECK(ck.model->config().side == side, "evaluate: checkpoint '", ck.path,
+               "' has S = ", ck.model->config().side, ", the first one ", side,
+               ": one table needs one size");
+    if (!ck.meta.cls.empty() && ck.meta.cls != cls && !globals().quiet) {
+      std::cerr << "evaluate: note: checkpoint '" << ck.path << "' was trained on class '"
+                << ck.meta.cls << "', evaluating it on '" << cls << "'\n";
+    }
     models::EvalJob job;
     job.data = a.data;
     job.cls = cls;
@@ -76,6 +92,8 @@ nlohmann::json run_evaluate(const EvaluateArgs& a, models::LoadedCheckpoint& ck,
     paper_rows.emplace_back(cls, r.paper);
     official_rows.emplace_back(cls, r.official);
     nlohmann::json cj = class_json(r.paper);
+    cj["checkpoint"] = ck.path;
+    cj["checkpoint_sha256"] = ck.sha256;
     cj["samples"] = r.samples;
     cj["skipped"] = r.skipped;
     cj["fallbacks"] = r.fallbacks;
@@ -103,8 +121,7 @@ nlohmann::json run_evaluate(const EvaluateArgs& a, models::LoadedCheckpoint& ck,
   for (auto& [k, v] : official_rows) orr.push_back(v);
   out["mean"] = mean_json(pr);
   out["official"]["mean"] = mean_json(orr);
-  std::cout << "Paper protocol (S = " << ck.model->config().side
-            << ", per-image normalised maps, 99 thresholds):\n"
+  std::cout << "Paper protocol (S = " << side << ", per-image normalised maps, 99 thresholds):\n"
             << metrics::format_table(paper_rows) << "\n"
             << "Official MVTec 3D-AD protocol (native gt resolution, raw maps, image score = max, "
                "100 thresholds):\n"
@@ -133,7 +150,7 @@ void add_evaluate(CLI::App& root) {
   auto* oc = c->add_option("--class", *cls, "class to evaluate");
   auto* oa = c->add_flag("--all", a->all, "every class folder under --data (same checkpoint)");
   oc->excludes(oa);
-  add_checkpoint_flags(c, *ca);
+  add_checkpoint_flags(c, *ca, true);
   add_weight_flags(c, *ea, true);
   c->add_option("--json", a->json,
                 "write {protocol, classes{<c>{i_auroc,p_auroc,aupro{0.3,0.1,0.05,0.01}}}, mean, "
@@ -148,8 +165,7 @@ void add_evaluate(CLI::App& root) {
     EvaluateArgs args = *a;
     if (!cls->empty()) args.classes = {*cls};
     CMDR_CHECK(args.all || !args.classes.empty(), "evaluate: give --class C or --all");
-    models::LoadedCheckpoint ck = open_checkpoint(*ca);
-    run_evaluate(args, ck, *ea);
+    run_evaluate(args, *ca, *ea);
   });
 }
 
