@@ -29,6 +29,8 @@ struct FeaturesArgs {
   std::string rgb, xyz, rgb_weights, xyz_weights, dump;
   int64_t size = 224;
   bool bn_running_stats = false;
+  bool profile = false;
+  std::string assembly = "dense";
 };
 
 void say(const std::string& s) {
@@ -39,6 +41,10 @@ void run_features(const FeaturesArgs& a) {
   CMDR_CHECK(a.size >= 8, "features: --size ", a.size, " must be >= 8");
   const int64_t S = a.size;
   const int64_t t0 = now_ns();
+  if (a.profile) {
+    Profiler::reset();
+    Profiler::enable(true);
+  }
   // Weights first: a bad file fails before any compute. One code path with train/evaluate/
   // detect (models/pipeline.hpp).
   models::ExtractorOptions eo;
@@ -48,7 +54,11 @@ void run_features(const FeaturesArgs& a) {
   const models::SampleFeatures f = models::extract_features(ex, a.rgb, a.xyz, S, true);
   say(std::to_string(f.n_valid_points) + " valid points of " + std::to_string(S * S));
   CMDR_CHECK(f.has_3d, "features: ", f.warning);
-  const models::Sample s = models::expand_features(f, ex.rgb_dim(), ex.xyz_dim());
+  models::Sample s = models::expand_features(f, ex.rgb_dim(), ex.xyz_dim());
+  if (a.assembly == "sparse") {  // the SPEC 10 operator form, for comparison with dense
+    s.xyz = models::assemble_xyz_sparse(f.points, f.pixel, f.centers, f.group_features, S);
+    s.valid = models::valid_mask(s.xyz);
+  }
 
   st::Writer w;
   w.add("rgb_input", f.rgb_input);
@@ -62,6 +72,7 @@ void run_features(const FeaturesArgs& a) {
   w.set_metadata("cmdr.size", std::to_string(S));
   w.set_metadata("cmdr.rgb", a.rgb);
   w.set_metadata("cmdr.xyz", a.xyz);
+  w.set_metadata("cmdr.assembly", a.assembly);
   w.set_metadata("cmdr.bn", a.bn_running_stats ? "running_stats" : "sample_stats");
   if (ex.random) w.set_metadata(models::kRandomWeightsKey, "true");
   w.write(a.dump);
@@ -70,6 +81,7 @@ void run_features(const FeaturesArgs& a) {
   say("wrote " + a.dump + " (" + std::to_string(static_cast<int64_t>(nvalid)) +
       " valid positions, " + std::to_string((now_ns() - t0) / 1000000) + " ms, peak " +
       std::to_string(memory_stats().peak_bytes >> 20) + " MiB)");
+  if (a.profile) Profiler::print_table(std::cerr);
   if (ex.random)
     std::cerr << "features: WARNING: computed with RANDOM extractor weights; the dump is for "
                  "plumbing tests only.\n";
@@ -92,6 +104,11 @@ void add_features(CLI::App& root) {
   c->add_flag("--bn-running-stats", a->bn_running_stats,
               "Point-MAE BatchNorm with the stored running statistics instead of the sample's own "
               "(SPEC 4.2)");
+  c->add_option("--assembly", a->assembly,
+                "xyz_patch path: dense (SPEC 4.3 pools, default) or sparse (P·G, SPEC 10; equal "
+                "up to rounding, faster)")
+      ->check(CLI::IsMember({"dense", "sparse"}));
+  c->add_flag("--profile", a->profile, "print the per-op time table (stderr)");
   c->callback([a] { run_features(*a); });
 }
 
