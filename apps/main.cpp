@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   add_preprocess(root);
   add_init_extractors(root);
   add_features(root);
+  add_points(root);
 
   try {
     root.parse(argc, argv);
