@@ -173,6 +173,8 @@ Sample expand_chunk_entry(const FeatureCache::Entry& e) {
   for (std::size_t i = 0; i < pixel.size(); ++i) pixel[i] = static_cast<int64_t>(pix.data()[i]);
   const int64_t S = static_cast<int64_t>(e.at("side").data()[0]);
   Sample s;
+  // Mode 3d never reads rgb, but Cmdr wraps it in a Var, which must hold a tensor.
+  s.rgb = Tensor::zeros({1});
   s.xyz = assemble_xyz(e.at("points"), pixel, e.at("centers"), e.at("features"), S);
   s.valid = valid_mask(s.xyz);
   return s;
@@ -282,7 +284,7 @@ double since(Clock::time_point t) {
 
 // Scores one sample: Decoder3D in eval mode, d_rec3d (masked), step 5.
 PointsMaps score_sample(Cmdr& model, const Sample& s) {
-  const CmdrOutputs out = model.infer(Tensor(), s.xyz, s.valid, Mode::Only3D);
+  const CmdrOutputs out = model.infer(s.rgb, s.xyz, s.valid, Mode::Only3D);
   return points_maps(out.fusion.d_rec3d);
 }
 
@@ -493,12 +495,14 @@ int run_points_evaluate(const PointsEvalOptions& opt, PointsEvalResult* result) 
   mr.i_auroc = r.i_auroc;
   mr.p_auroc = r.p_auroc;
   mr.aupro = r.aupro;
-  std::cout << "points (" << nimg << " chunks, " << r.points << " points, " << r.anomalous_points
-            << " anomalous; P-AUROC per point, AUPRO on the " << S << "×" << S << " grids)\n";
-  std::cout << metrics::format_table({{"points", mr}});
-  int64_t nok = 0;
-  for (float s : r.image_scores) nok += s > threshold;
-  std::cout << "threshold " << fmt(threshold) << ": " << nok << " NOK, " << nimg - nok << " OK\n";
+  if (opt.print) {
+    std::cout << "points (" << nimg << " chunks, " << r.points << " points, " << r.anomalous_points
+              << " anomalous; P-AUROC per point, AUPRO on the " << S << "×" << S << " grids)\n";
+    std::cout << metrics::format_table({{"points", mr}});
+    int64_t nok = 0;
+    for (float s : r.image_scores) nok += s > threshold;
+    std::cout << "threshold " << fmt(threshold) << ": " << nok << " NOK, " << nimg - nok << " OK\n";
+  }
   if (!opt.json.empty()) {
     auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
     json aj;

@@ -115,7 +115,8 @@ struct PointsEvalOptions {
   bool ignore_hash = false;
   std::string json;        // optional metrics JSON
   std::string scores_csv;  // optional per-chunk scores: path,score,label,decision
-  bool quiet = false;
+  bool quiet = false;      // no progress on stderr
+  bool print = true;       // the metrics table on stdout
 };
 
 struct PointsEvalResult {

@@ -46,19 +46,12 @@ std::vector<uint8_t> npy_bytes(const std::string& dict, const std::vector<uint8_
   std::string h = dict;
   while ((10 + h.size() + 1) % 64 != 0) h += ' ';
   h += '\n';
-  std::vector<uint8_t> b = {0x93,
-                            'N',
-                            'U',
-                            'M',
-                            'P',
-                            'Y',
-                            1,
-                            0,
-                            static_cast<uint8_t>(h.size() & 0xff),
-                            static_cast<uint8_t>(h.size() >> 8)};
-  b.insert(b.end(), h.begin(), h.end());
-  b.insert(b.end(), data.begin(), data.end());
-  return b;
+  std::string b("\x93NUMPY\x01\x00", 8);
+  b += static_cast<char>(h.size() & 0xff);
+  b += static_cast<char>(h.size() >> 8);
+  b += h;
+  b.append(reinterpret_cast<const char*>(data.data()), data.size());
+  return std::vector<uint8_t>(b.begin(), b.end());
 }
 
 template <class T>
@@ -451,6 +444,7 @@ TEST_CASE("points end to end: tiny Point-MAE + Decoder3D on a synthetic dented s
   eo.checkpoint = d + "/ck.safetensors";
   eo.json = d + "/m.json";
   eo.quiet = true;
+  eo.print = false;
   PointsEvalResult r1, r2;
   REQUIRE(run_points_evaluate(eo, &r1) == 0);
   REQUIRE(run_points_evaluate(eo, &r2) == 0);
@@ -484,10 +478,14 @@ TEST_CASE("points end to end: tiny Point-MAE + Decoder3D on a synthetic dented s
   CHECK(r3.image_scores.size() == 6);
   eo.xyz_weights = d + "/nope.safetensors";
   CHECK_THROWS_WITH_AS(run_points_evaluate(eo), doctest::Contains("nope.safetensors"), Error);
-  // Too few valid points for the groups: a clear error naming the chunk.
+  // Too few valid points for the groups (a point with a zero coordinate is invalid, SPEC
+  // 4.2; upsampling duplicates points, so only invalid points can make a chunk too small):
+  // a clear error naming the chunk.
   fs::create_directories(d + "/tiny/train");
-  const io::PointChunk t = synth_chunk(10, 1, false);
-  io::write_npy_f32(d + "/tiny/train/t.npy", {10, 3}, t.xyz.data());
+  io::PointChunk t = synth_chunk(n, 1, false);
+  for (int64_t k = 0; k < n; ++k)
+    if (k % 25 != 0) t.xyz.data()[3 * k + 2] = 0.0f;
+  io::write_npy_f32(d + "/tiny/train/t.npy", {n, 3}, t.xyz.data());
   to.points_dir = d + "/tiny";
   CHECK_THROWS_WITH_AS(run_points_train(to), doctest::Contains("t.npy' has 10 valid points"),
                        Error);
