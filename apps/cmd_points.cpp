@@ -21,12 +21,14 @@ void add_points_train_options(CLI::App& cmd, models::PointsTrainOptions& o) {
   cmd.add_option("--lr", o.lr, "Adam learning rate")->capture_default_str();
   cmd.add_option("--clip-grad", o.clip_grad, "clip the gradient norm to N (0 = off)")
       ->capture_default_str();
+  cmd.add_flag("--profile", o.profile, "print the per-op time table at the end");
   cmd.add_flag("--bn-running-stats", o.pmae.bn_running_stats,
                "Point-MAE BatchNorm uses its running statistics (default: the sample's own)");
 }
 
 void add_points_eval_options(CLI::App& cmd, models::PointsEvalOptions& o) {
   cmd.add_option("--scores", o.scores_csv, "write per-chunk scores (path,score,label,decision)");
+  cmd.add_flag("--profile", o.profile, "print the per-op time table at the end");
   cmd.add_flag("--ignore-weights-hash", o.ignore_hash,
                "evaluate even if --xyz-weights differ from the checkpoint's (loud warning)");
 }

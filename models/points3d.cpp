@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.hpp"
+#include "engine/profiler.hpp"
 #include "engine/rng.hpp"
 #include "io/pointcloud.hpp"
 #include "io/safetensors.hpp"
@@ -148,7 +149,11 @@ ChunkFeatures chunk_features(const PointMae& pmae, const Tensor& points, int64_t
              "non-zero) of ",
              points.size(0), " after resizing to ", S, "×", S, ", fewer than the ", need,
              " needed by Point-MAE (", pmae.cfg.num_group, " groups of ", pmae.cfg.group_size, ")");
-  PointMaeOutput pm = point_mae_forward(pmae, vp.xyz);
+  PointMaeOutput pm;
+  {
+    ProfileScope prof("points.point_mae");
+    pm = point_mae_forward(pmae, vp.xyz);
+  }
   ChunkFeatures f;
   f.points = vp.xyz;
   f.pixel = std::move(vp.pixel);
@@ -172,6 +177,7 @@ Sample expand_chunk_entry(const FeatureCache::Entry& e) {
   std::vector<int64_t> pixel(static_cast<std::size_t>(pix.numel()));
   for (std::size_t i = 0; i < pixel.size(); ++i) pixel[i] = static_cast<int64_t>(pix.data()[i]);
   const int64_t S = static_cast<int64_t>(e.at("side").data()[0]);
+  ProfileScope prof("points.assemble_xyz");
   Sample s;
   // Mode 3d never reads rgb, but Cmdr wraps it in a Var, which must hold a tensor.
   s.rgb = Tensor::zeros({1});
@@ -284,6 +290,7 @@ double since(Clock::time_point t) {
 
 // Scores one sample: Decoder3D in eval mode, d_rec3d (masked), step 5.
 PointsMaps score_sample(Cmdr& model, const Sample& s) {
+  ProfileScope prof("points.score");
   const CmdrOutputs out = model.infer(s.rgb, s.xyz, s.valid, Mode::Only3D);
   return points_maps(out.fusion.d_rec3d);
 }
@@ -305,6 +312,7 @@ int run_points_train(const PointsTrainOptions& opt) {
   PointMae pmae(opt.pmae);
   const std::string pmae_id = load_pmae(pmae, opt.xyz_weights, opt.seed, opt.quiet);
   const int64_t S = opt.side;
+  if (opt.profile) Profiler::enable(true);
 
   // Frozen features once per chunk, compact (SPEC 10), expanded on demand.
   const auto t0 = Clock::now();
@@ -383,6 +391,7 @@ int run_points_train(const PointsTrainOptions& opt) {
   say(opt.quiet, "wrote " + opt.out + " (" + std::to_string(hist.size()) + " epochs, " +
                      fmt(since(t0)) + " s, final rec3d loss " + fmt(hist.back().mean_loss[kDec3D]) +
                      ")");
+  if (opt.profile) Profiler::print_table(std::cerr);
   return 0;
 }
 
@@ -429,6 +438,7 @@ int run_points_evaluate(const PointsEvalOptions& opt, PointsEvalResult* result) 
   model.load_state_dict(sd, true);
 
   const io::PointDataset ds = io::list_point_dataset(opt.points_dir, false, true);
+  if (opt.profile) Profiler::enable(true);
   PointsEvalResult r;
   r.threshold = threshold;
   std::vector<float> pscores;
@@ -533,6 +543,7 @@ int run_points_evaluate(const PointsEvalOptions& opt, PointsEvalResult* result) 
       f << r.paths[i] << "," << fmt(r.image_scores[i]) << "," << int(r.image_labels[i]) << ","
         << (r.image_scores[i] > threshold ? "NOK" : "OK") << "\n";
   }
+  if (opt.profile) Profiler::print_table(std::cerr);
   if (result) *result = std::move(r);
   return 0;
 }

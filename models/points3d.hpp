@@ -106,6 +106,7 @@ struct PointsTrainOptions {
   float clip_grad = 0.0f;
   uint64_t seed = 0;
   bool quiet = false;
+  bool profile = false;  // per-op table on stderr at the end (engine/profiler.hpp)
 };
 
 struct PointsEvalOptions {
@@ -117,6 +118,7 @@ struct PointsEvalOptions {
   std::string scores_csv;  // optional per-chunk scores: path,score,label,decision
   bool quiet = false;      // no progress on stderr
   bool print = true;       // the metrics table on stdout
+  bool profile = false;    // per-op table on stderr at the end
 };
 
 struct PointsEvalResult {
