@@ -341,7 +341,7 @@ int run_points_train(const PointsTrainOptions& opt) {
   json losses = json::array();
   for (const EpochStats& e : hist) {
     const double l = e.mean_loss[kDec3D];
-    losses.push_back(std::isfinite(l) ? json(l) : json(nullptr));
+    losses.push_back({{"epoch", e.epoch}, {"rec3d", std::isfinite(l) ? json(l) : json(nullptr)}});
   }
   CMDR_CHECK(!hist.empty() && std::isfinite(hist.back().mean_loss[kDec3D]),
              "points train: the last epoch has no finite rec3d loss (training diverged; "
@@ -370,19 +370,19 @@ int run_points_train(const PointsTrainOptions& opt) {
 
   st::Writer w;
   for (const auto& [k, t] : model.state_dict()) w.add(k, t);
-  w.set_metadata("cmdr.format_version", "1");
+  w.set_metadata("cmdr.format", "cmdr-iad-points/1");
   w.set_metadata("cmdr.kind", "points");
   w.set_metadata("cmdr.mode", "3d");
-  w.set_metadata("cmdr.side", std::to_string(S));
+  w.set_metadata("cmdr.size", std::to_string(S));
   w.set_metadata("cmdr.class", "points");
   w.set_metadata("cmdr.epochs", std::to_string(opt.epochs));
   w.set_metadata("cmdr.seed", std::to_string(opt.seed));
   w.set_metadata("cmdr.lr", fmt(opt.lr));
-  w.set_metadata("cmdr.loss_history", json{{"rec3d", losses}}.dump());
+  w.set_metadata("cmdr.losses", losses.dump());
   w.set_metadata("cmdr.threshold", fmt(threshold));
   w.set_metadata("cmdr.threshold_rule", rule);
-  w.set_metadata("cmdr.xyz_weights_sha256", pmae_id);
-  w.set_metadata("cmdr.rgb_weights_sha256", "");
+  w.set_metadata("cmdr.xyz_sha256", pmae_id);
+  w.set_metadata("cmdr.xyz_weights", opt.xyz_weights);
   w.set_metadata("cmdr.version", CMDR_VERSION);
   w.set_metadata("cmdr.points.pmae", pmae_json(opt.pmae).dump());
   w.set_metadata("cmdr.points.dec3d",
@@ -407,7 +407,7 @@ int run_points_evaluate(const PointsEvalOptions& opt, PointsEvalResult* result) 
   CMDR_CHECK(meta("cmdr.kind") == "points" && meta("cmdr.mode") == "3d", "points evaluate: '",
              opt.checkpoint, "' is a ", meta("cmdr.kind"), " checkpoint of mode ",
              meta("cmdr.mode"), ", expected a points checkpoint of mode 3d");
-  const int64_t S = std::stoll(meta("cmdr.side"));
+  const int64_t S = std::stoll(meta("cmdr.size"));
   const uint64_t seed = std::stoull(meta("cmdr.seed"));
   const PointMaeConfig pc = pmae_from_json(json::parse(meta("cmdr.points.pmae")));
   const json dj = json::parse(meta("cmdr.points.dec3d"));
@@ -417,7 +417,7 @@ int run_points_evaluate(const PointsEvalOptions& opt, PointsEvalResult* result) 
   const float threshold = std::stof(meta("cmdr.threshold"));
 
   PointMae pmae(pc);
-  const std::string want = meta("cmdr.xyz_weights_sha256");
+  const std::string want = meta("cmdr.xyz_sha256");
   std::string have;
   if (opt.xyz_weights.empty() && want.rfind("random:", 0) == 0) {
     have = load_pmae(pmae, "", std::stoull(want.substr(7)), opt.quiet);
