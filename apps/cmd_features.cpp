@@ -28,6 +28,8 @@ struct FeaturesArgs {
   std::string rgb, xyz, rgb_weights, xyz_weights, dump;
   int64_t size = 224;
   bool bn_running_stats = false;
+  bool profile = false;
+  std::string assembly = "dense";
 };
 
 void say(const std::string& s) {
@@ -38,6 +40,10 @@ void run_features(const FeaturesArgs& a) {
   CMDR_CHECK(a.size >= 3, "features: --size ", a.size, " must be >= 3");
   const int64_t S = a.size;
   const int64_t t0 = now_ns();
+  if (a.profile) {
+    Profiler::reset();
+    Profiler::enable(true);
+  }
   // Weights first: a bad file fails before any compute.
   models::DinoVit vit;
   bool random = false;
@@ -75,7 +81,9 @@ void run_features(const FeaturesArgs& a) {
   models::PointMaeOutput pm = models::point_mae_forward(pmae, vp.xyz);
   // SPEC 4.3
   Tensor rgb_patch = models::assemble_rgb(rgb_tokens, vit.cfg.grid(), S);
-  Tensor xyz_patch = models::assemble_xyz(vp.xyz, vp.pixel, pm.centers, pm.features, S);
+  Tensor xyz_patch = a.assembly == "sparse"
+                         ? models::assemble_xyz_sparse(vp.xyz, vp.pixel, pm.centers, pm.features, S)
+                         : models::assemble_xyz(vp.xyz, vp.pixel, pm.centers, pm.features, S);
   Tensor valid = models::valid_mask(xyz_patch);
 
   st::Writer w;
@@ -90,6 +98,7 @@ void run_features(const FeaturesArgs& a) {
   w.set_metadata("cmdr.size", std::to_string(S));
   w.set_metadata("cmdr.rgb", a.rgb);
   w.set_metadata("cmdr.xyz", a.xyz);
+  w.set_metadata("cmdr.assembly", a.assembly);
   w.set_metadata("cmdr.bn", a.bn_running_stats ? "running_stats" : "sample_stats");
   if (random) w.set_metadata(models::kRandomWeightsKey, "true");
   w.write(a.dump);
@@ -98,6 +107,7 @@ void run_features(const FeaturesArgs& a) {
   say("wrote " + a.dump + " (" + std::to_string(static_cast<int64_t>(nvalid)) +
       " valid positions, " + std::to_string((now_ns() - t0) / 1000000) + " ms, peak " +
       std::to_string(memory_stats().peak_bytes >> 20) + " MiB)");
+  if (a.profile) Profiler::print_table(std::cerr);
   if (random)
     std::cerr << "features: WARNING: computed with RANDOM extractor weights; the dump is for "
                  "plumbing tests only.\n";
@@ -120,6 +130,11 @@ void add_features(CLI::App& root) {
   c->add_flag("--bn-running-stats", a->bn_running_stats,
               "Point-MAE BatchNorm with the stored running statistics instead of the sample's own "
               "(SPEC 4.2)");
+  c->add_option("--assembly", a->assembly,
+                "xyz_patch path: dense (SPEC 4.3 pools, default) or sparse (P·G, SPEC 10; equal "
+                "up to rounding, faster)")
+      ->check(CLI::IsMember({"dense", "sparse"}));
+  c->add_flag("--profile", a->profile, "print the per-op time table (stderr)");
   c->callback([a] { run_features(*a); });
 }
 

@@ -20,44 +20,15 @@ namespace cmdr::app {
 
 namespace {
 
-void init_param(const models::ParamSpec& s, Rng& rng) {
-  Tensor t = Tensor::empty(s.shape);
-  switch (s.init) {
-    case models::Init::TruncNormal02:
-      rng.fill_trunc_normal(t, 0.02f);
-      break;
-    case models::Init::Zeros:
-      t.fill_(0.0f);
-      break;
-    case models::Init::Ones:
-      t.fill_(1.0f);
-      break;
-    case models::Init::BnRunningMean:
-      rng.fill_normal(t, 0.0f, 0.05f);
-      break;
-    case models::Init::BnRunningVar:
-      rng.fill_uniform(t, 0.5f, 1.5f);
-      break;
-  }
-  *s.target = t;
-}
-
 void write_random(const std::vector<models::ParamSpec>& specs,
-                  const std::vector<std::string>& counters, uint64_t seed,
+                  const std::vector<std::string>& counters, uint64_t seed, uint64_t stream,
                   const std::string& format, const std::string& path) {
-  Rng rng(seed);
-  st::Writer w;
+  Rng rng(seed * 2 + stream);  // one stream per file
+  models::init_params(specs, rng);
   int64_t params = 0;
-  for (const auto& s : specs) {
-    init_param(s, rng);
-    w.add(s.name, *s.target);
-    params += s.target->numel();
-  }
-  for (const auto& c : counters) w.add_i64(c, {0}, {});  // BatchNorm num_batches_tracked
-  w.set_metadata(models::kRandomWeightsKey, "true");
-  w.set_metadata("cmdr.seed", std::to_string(seed));
-  w.set_metadata("cmdr.format", format);
-  w.write(path);
+  for (const auto& s : specs) params += s.target->numel();
+  models::write_params(specs, counters,
+                       {{"cmdr.seed", std::to_string(seed)}, {"cmdr.format", format}}, path);
   std::cout << path << ": " << specs.size() + counters.size() << " tensors, " << params
             << " parameters, RANDOM (seed " << seed << "), sha256 " << sha256_file_hex(path)
             << "\n";
@@ -78,13 +49,13 @@ void add_init_extractors(CLI::App& root) {
     std::filesystem::create_directories(*out, ec);
     CMDR_CHECK(!ec, "init-extractors: cannot create --out '", *out, "': ", ec.message());
     models::DinoVit vit;
-    write_random(vit.param_specs(), {}, s * 2 + 1, "timm vit_base_patch8_224.dino",
+    write_random(vit.param_specs(), {}, s, 1, "timm vit_base_patch8_224.dino",
                  (std::filesystem::path(*out) / "dino_vit_b8.safetensors").string());
     models::PointMae pm;
     write_random(
         pm.param_specs(),
         {"encoder.first_conv.1.num_batches_tracked", "encoder.second_conv.1.num_batches_tracked"},
-        s * 2 + 2, "Point-MAE encoder (prefixes stripped)",
+        s, 2, "Point-MAE encoder (prefixes stripped)",
         (std::filesystem::path(*out) / "point_mae.safetensors").string());
     std::cerr << "init-extractors: these weights are RANDOM: use them for tests and plumbing "
                  "only, never for results.\n";

@@ -30,16 +30,16 @@ class Module {
   std::vector<std::pair<std::string, Var*>> named_parameters();
   std::vector<Var*> parameters();
   // Parameters + buffers (running stats; num_batches_tracked stored as a float tensor of
-  // shape [] here, written as I64 by the checkpoint writer).
+  // shape [] here, written as I64 by the checkpoint writer). The tensors share storage
+  // with the module (as PyTorch's state_dict does): clone() them to keep a snapshot.
   StateDict state_dict();
   // The state_dict keys in PyTorch's order (own parameters, own buffers, then children).
   std::vector<std::string> state_dict_keys();
-  // The tensors share storage with the module (as PyTorch's state_dict does): clone() them
-  // to keep a snapshot.
   // Copies values in. strict: every key must be present and no extra keys; shape mismatch
   // always throws naming the tensor and both shapes. Returns the keys it did not use
   // (unexpected keys); in non-strict mode the model keys absent from `sd` are left unchanged
-  // and listed in *missing when given. Nothing is copied unless every check passes.
+  // and listed in *missing when given. Nothing is copied unless every check passes. As in
+  // PyTorch, a one-element 1-dim tensor is accepted for a 0-dim one (num_batches_tracked).
   std::vector<std::string> load_state_dict(const StateDict& sd, bool strict = true,
                                            std::vector<std::string>* missing = nullptr);
   void zero_grad();

@@ -176,6 +176,11 @@ ag::StateDict clone_state(ag::Module& m) {
   return s;
 }
 
+// A constant Var, or an undefined one for a modality the mode does without.
+ag::Var as_var(const Tensor& t) {
+  return t.defined() ? ag::Var(t) : ag::Var();
+}
+
 std::vector<Tensor> clone_all(const std::vector<Tensor>& v) {
   std::vector<Tensor> out;
   out.reserve(v.size());
@@ -194,7 +199,21 @@ StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& 
   StepResult res;
   res.loss.fill(std::numeric_limits<float>::quiet_NaN());
   res.grad_norm.fill(std::numeric_limits<float>::quiet_NaN());
-  const ag::Var rgb_v(rgb), xyz_v(xyz);
+  const ag::Var rgb_v = as_var(rgb), xyz_v = as_var(xyz);  // undefined when absent
+  // SPEC 10: per-position networks only at valid rows (when some are invalid).
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < l; ++i) {
+    if (v.data()[i] != 0.0f) rows.push_back(i);
+  }
+  const bool restrict_rows =
+      cfg_.train_valid_only && !rows.empty() && static_cast<int64_t>(rows.size()) < l;
+  ag::Var rgb_sel, xyz_sel;
+  Tensor sel_valid;
+  if (restrict_rows) {
+    if (has(kMap2Dto3D) || has(kDec2D)) rgb_sel = ag::Var(ops::index_select_forward(rgb, rows));
+    if (has(kMap2Dto3D)) xyz_sel = ag::Var(ops::index_select_forward(xyz, rows));
+    sel_valid = Tensor::ones({static_cast<int64_t>(rows.size())});
+  }
   for (int n = 0; n < 4; ++n) {
     ag::Module* m = net(static_cast<Net>(n));
     if (m == nullptr) continue;
@@ -212,21 +231,23 @@ StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& 
       // Each network steps on its own loss (SPEC 6):
       //   map2Dto3D(rgb) vs xyz, map3Dto2D(xyz) vs rgb, Dec2D(rgb) vs rgb, Dec3D(xyz) vs xyz.
       ag::Var out, target;
+      const bool sel = restrict_rows && n != kDec3D;  // Dec3D mixes positions: all rows
       switch (n) {
         case kMap2Dto3D:
-          out = map2Dto3D->forward(rgb_v), target = xyz_v;
+          out = map2Dto3D->forward(sel ? rgb_sel : rgb_v), target = sel ? xyz_sel : xyz_v;
           break;
         case kMap3Dto2D:
-          out = map3Dto2D->forward(xyz_v), target = rgb_v;
+          out = map3Dto2D->forward(sel ? xyz_sel : xyz_v), target = sel ? rgb_sel : rgb_v;
           break;
         case kDec2D:
-          out = dec2d->forward(rgb_v), target = rgb_v;
+          out = sel ? dec2d->forward_rows(rgb_v, rows) : dec2d->forward(rgb_v);
+          target = sel ? rgb_sel : rgb_v;
           break;
         case kDec3D:
           out = dec3d->forward(xyz_v), target = xyz_v;
           break;
       }
-      ag::Var loss = masked_cosine_loss(out, target, v);
+      ag::Var loss = masked_cosine_loss(out, target, sel ? sel_valid : v);
       res.loss[n] = loss.value().item();
       if (!std::isfinite(res.loss[n])) {
         reason = "non-finite loss";
@@ -281,7 +302,8 @@ StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& 
   return res;
 }
 
-CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid, Mode mode) {
+CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid, Mode mode,
+                        bool valid_only) {
   CMDR_CHECK(!mode_uses_mapping(mode) || (has(kMap2Dto3D) && has(kMap3Dto2D)), "Cmdr::infer: mode ",
              mode_name(mode), " needs the mapping networks, the model is ", mode_name(cfg_.mode));
   CMDR_CHECK(!mode_uses_dec2d(mode) || has(kDec2D), "Cmdr::infer: mode ", mode_name(mode),
@@ -318,16 +340,33 @@ CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& vali
   CmdrOutputs out;
   FusionInputs fi;
   fi.valid = v;
-  const ag::Var rgb_v(rgb), xyz_v(xyz);
+  const ag::Var rgb_v = as_var(rgb), xyz_v = as_var(xyz);  // undefined when absent
+  // SPEC 10: per-position networks only at valid rows (scattered back, 0 elsewhere).
+  std::vector<int64_t> rows;
+  if (valid_only && mode != Mode::Only2D) {
+    const Tensor vc = v.contiguous();
+    for (int64_t i = 0; i < l; ++i) {
+      if (vc.data()[i] != 0.0f) rows.push_back(i);
+    }
+    if (static_cast<int64_t>(rows.size()) == l) rows.clear();  // nothing to skip
+  }
+  // rows empty = every position (also the no-valid-position case, which falls back to 2d).
+  auto per_position = [&](FeatureMappingMLP& net, const Tensor& x) {
+    if (rows.empty()) return net.forward(ag::Var(x)).value();
+    const Tensor y = net.forward(ag::Var(ops::index_select_forward(x, rows))).value();
+    return ops::index_add_forward(y, rows, l);
+  };
   if (mode_uses_mapping(mode)) {
-    out.mapped_3d = map2Dto3D->forward(rgb_v).value();  // [S², xyz_dim]
-    out.mapped_2d = map3Dto2D->forward(xyz_v).value();  // [S², rgb_dim]
+    out.mapped_3d = per_position(*map2Dto3D, rgb);  // [S², xyz_dim]
+    out.mapped_2d = per_position(*map3Dto2D, xyz);  // [S², rgb_dim]
     fi.d_map2d = error_map(out.mapped_2d, rgb, s);
     fi.d_map3d = error_map(out.mapped_3d, xyz, s);
   }
   if (mode_uses_dec2d(mode)) {
-    out.recon_2d = dec2d->forward(rgb_v).value();  // [S², rgb_dim]
-    fi.d_rec2d = error_map(out.recon_2d, rgb, s);
+    out.recon_2d = rows.empty()
+                       ? dec2d->forward(rgb_v).value()
+                       : ops::index_add_forward(dec2d->forward_rows(rgb_v, rows).value(), rows, l);
+    fi.d_rec2d = error_map(out.recon_2d, rgb, s);  // [S², rgb_dim]
   }
   if (mode_uses_dec3d(mode)) {
     out.recon_3d = dec3d->forward(xyz_v).value();  // [S², xyz_dim]

@@ -35,6 +35,10 @@ struct CmdrConfig {
   float clip_grad = 0.0f;  // > 0: clip each network's gradient norm to this (PyTorch
                            // clip_grad_norm_, coefficient max/(norm + 1e-6))
   uint64_t seed = 0;       // init and dropout streams derive from it
+  // SPEC 10 in training: the mapping MLPs and Decoder2D's `reconstruct` run only at valid
+  // positions (the losses ignore the others). Same losses and gradients; dropout masks are
+  // drawn for fewer elements, so a dropout run differs from one without it.
+  bool train_valid_only = true;
   // SPEC 5 widths at side S.
   static CmdrConfig spec(Mode mode, int64_t side);
 };
@@ -85,7 +89,9 @@ class Cmdr {
   // One SPEC 6 training step on one sample (train mode): each network of the mode does
   // forward, its masked cosine loss, backward and its own Adam step. A non-finite loss,
   // gradient, updated parameter or optimizer state rolls that network back to its state
-  // before the step (parameters, buffers, Adam moments and count) and is recorded.
+  // before the step (parameters, buffers, Adam moments and count) and is recorded. The
+  // snapshot is a full copy taken every step: ~3× the network's parameter memory extra
+  // while that network steps (Decoder3D at S = 224: ~0.95 GB), a few % of a step's time.
   // rgb [S², rgb_dim], xyz [S², xyz_dim], valid [S²] (ignored in mode 2d: all valid).
   StepResult train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& valid);
   int64_t steps() const { return step_; }
@@ -97,7 +103,12 @@ class Cmdr {
   void reseed_dropout(uint64_t seed);
 
   // Inference (eval mode, no gradients) in `mode` (a 2d3d model also serves map / rec).
-  CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid, Mode mode);
+  // valid_only (SPEC 10): the mapping MLPs and Decoder2D's `reconstruct` run only at valid
+  // positions; the fused maps and score are unchanged (fusion masks those positions before
+  // any smoothing), but mapped_2d / mapped_3d / recon_2d hold 0 at invalid rows, so `score
+  // --dump` parity needs valid_only = false. Ignored in mode 2d (every position counts).
+  CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid, Mode mode,
+                    bool valid_only = false);
   CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid) {
     return infer(rgb, xyz, valid, cfg_.mode);
   }

@@ -100,6 +100,10 @@ void Decoder2D::set_dropout(float p) {
 }
 
 ag::Var Decoder2D::forward(const ag::Var& x) {
+  return forward_rows(x, {});
+}
+
+ag::Var Decoder2D::forward_rows(const ag::Var& x, const std::vector<int64_t>& rows) {
   CMDR_CHECK(x.shape().size() == 2 && x.shape()[1] == cfg.dim, "Decoder2D: x ",
              shape_str(x.shape()), ": expected [S², ", cfg.dim, "]");
   const int64_t len = x.shape()[0];
@@ -113,7 +117,8 @@ ag::Var Decoder2D::forward(const ag::Var& x) {
   ag::Var img = ag::permute(ag::reshape(h, {1, side, side, r}), {0, 3, 1, 2});  // [1,r,S,S]
   img = conv_decoder.forward(img);                                              // [1,r,S,S]
   h = ag::reshape(ag::permute(img, {0, 2, 3, 1}), {len, r});                    // [L, r]
-  return reconstruct.forward(h);                                                // [L, dim]
+  if (!rows.empty()) h = ag::index_select(h, rows);                             // [n, r]
+  return reconstruct.forward(h);                                                // [L or n, dim]
 }
 
 }  // namespace cmdr::models

@@ -4,6 +4,7 @@
 // the PyTorch checkpoint names (projection, attn.norm1, attn.attn.qkv, attn.attn.proj,
 // attn.norm2, attn.mlp, conv_decoder, reconstruct).
 #include <cstdint>
+#include <vector>
 
 #include "autograd/modules.hpp"
 #include "engine/rng.hpp"
@@ -58,6 +59,10 @@ class Decoder2D : public ag::Module {
   Decoder2D(const Decoder2DConfig& cfg, Rng& init_rng, uint64_t dropout_seed);
   // x [S², dim] (tokens in row-major S×S order) -> [S², dim]
   ag::Var forward(const ag::Var& x);
+  // Same, but `reconstruct` (a per-position stage) only runs on the given token rows
+  // (SPEC 10: positions the loss / fusion mask out need not be reconstructed).
+  // -> [rows.size(), dim], row i = forward(x)[rows[i]] up to float rounding.
+  ag::Var forward_rows(const ag::Var& x, const std::vector<int64_t>& rows);
   void set_dropout(float p);
   void reseed_dropout(uint64_t seed) { drop_rng_ = Rng(seed); }
 

@@ -4,7 +4,7 @@
 //   xyz_patch [S², C3d]: 3-NN inverse-distance interpolation of the group features at every
 //     valid point, scattered to its pixel, 3×3 average pool (no padding), adaptive average
 //     pool back to S×S;
-//   valid [S²]: 0 where the xyz_patch row sums to exactly 0, else 1.
+//   valid [S²]: 0 where the xyz_patch row is all zeros (no point contributed), else 1.
 // The 3D path is linear in the group features: xyz_patch = P·G with P a sparse S²×G
 // operator (SPEC 10). build_xyz_operator() makes P explicit (CSR) for later restructurings.
 #include <cstdint>
@@ -39,7 +39,8 @@ ThreeNN three_nn(const Tensor& points, const Tensor& centers);
 Tensor assemble_xyz(const Tensor& points, const std::vector<int64_t>& pixel, const Tensor& centers,
                     const Tensor& features, int64_t S);
 
-// [S², C] -> [S²] with 1 = valid (row sum != 0), 0 = invalid.
+// [S², C] -> [S²] with 1 = valid, 0 = invalid (an all-zero row; see the .cpp for why this
+// reads SPEC 4.3's "sums to exactly 0" as "is exactly 0").
 Tensor valid_mask(const Tensor& xyz_patch);
 
 // Compressed sparse rows, float values.
@@ -56,5 +57,11 @@ struct CsrMatrix {
 // P [S², G] with xyz_patch = P · features (weights composed in float64, stored as float).
 CsrMatrix build_xyz_operator(const Tensor& points, const std::vector<int64_t>& pixel,
                              const Tensor& centers, int64_t S);
+
+// xyz_patch through P (SPEC 10): build_xyz_operator(...).matmul(features). Same numbers as
+// assemble_xyz up to float rounding (tested ≤ 1e-5 of the max), ~10× faster at S = 224
+// because a row of P has only a handful of centres (bench_extractors: ~4.3 per row).
+Tensor assemble_xyz_sparse(const Tensor& points, const std::vector<int64_t>& pixel,
+                           const Tensor& centers, const Tensor& features, int64_t S);
 
 }  // namespace cmdr::models

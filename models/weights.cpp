@@ -84,4 +84,43 @@ LoadReport load_params(const st::File& file, const std::vector<ParamSpec>& specs
   return rep;
 }
 
+void init_params(const std::vector<ParamSpec>& specs, Rng& rng) {
+  for (const auto& s : specs) {
+    Tensor t = Tensor::empty(s.shape);
+    switch (s.init) {
+      case Init::TruncNormal02:
+        rng.fill_trunc_normal(t, 0.02f);
+        break;
+      case Init::Zeros:
+        t.fill_(0.0f);
+        break;
+      case Init::Ones:
+        t.fill_(1.0f);
+        break;
+      case Init::BnRunningMean:
+        rng.fill_normal(t, 0.0f, 0.05f);
+        break;
+      case Init::BnRunningVar:
+        rng.fill_uniform(t, 0.5f, 1.5f);
+        break;
+    }
+    *s.target = t;
+  }
+}
+
+void write_params(const std::vector<ParamSpec>& specs, const std::vector<std::string>& counters,
+                  const std::map<std::string, std::string>& metadata, const std::string& path) {
+  st::Writer w;
+  for (const auto& s : specs) {
+    CMDR_CHECK(s.target->defined() && s.target->shape() == s.shape, "write_params: '", s.name,
+               "' is ", s.target->defined() ? s.target->str() : std::string("undefined"),
+               ", expected ", shape_str(s.shape));
+    w.add(s.name, *s.target);
+  }
+  for (const auto& c : counters) w.add_i64(c, {0}, {});
+  for (const auto& [k, v] : metadata) w.set_metadata(k, v);
+  w.set_metadata(kRandomWeightsKey, "true");
+  w.write(path);
+}
+
 }  // namespace cmdr::models

@@ -6,9 +6,11 @@
 // the tensor and both shapes, unexpected keys are reported as a note, not an error.
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "engine/rng.hpp"
 #include "engine/tensor.hpp"
 #include "io/safetensors.hpp"
 
@@ -46,6 +48,16 @@ using KeyMap = std::function<std::string(const std::string&)>;
 // ends in "num_batches_tracked". Prints the random-weights warning (stderr) when flagged.
 LoadReport load_params(const st::File& file, const std::vector<ParamSpec>& specs,
                        const std::string& what, const KeyMap& map = nullptr);
+
+// Fills every spec's target with fresh random values by its init rule, in list order from
+// one generator (timm / Point-MAE style: trunc-normal std .02 for weights, cls_token and
+// pos_embed; zeros; ones; BatchNorm running mean N(0, 0.05²), running var U[0.5, 1.5)).
+void init_params(const std::vector<ParamSpec>& specs, Rng& rng);
+
+// Writes specs (+ I64 scalar counters such as num_batches_tracked, value 0) to `path`,
+// flagged as random weights (kRandomWeightsKey = "true") with the given metadata.
+void write_params(const std::vector<ParamSpec>& specs, const std::vector<std::string>& counters,
+                  const std::map<std::string, std::string>& metadata, const std::string& path);
 
 // Writes a loud warning to stderr if the file is flagged as random weights; returns the flag.
 bool warn_if_random(const st::File& file, const std::string& what);

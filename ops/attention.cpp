@@ -52,7 +52,8 @@ AttnGeo attn_geo(const char* what, const Tensor& q, const Tensor& k, const Tenso
   g.H = q.size(1);
   g.T = q.size(2);
   g.d = q.size(3);
-  CMDR_CHECK(g.T > 0 && g.d > 0, "attention", what, ": q ", q.str(), ": empty T or d");
+  CMDR_CHECK(g.B > 0 && g.H > 0 && g.T > 0 && g.d > 0, "attention", what, ": q ", q.str(),
+             ": empty dimension");
   g.W = window == 0 ? g.T : window;
   g.nf = g.T / g.W;
   g.rem = g.T % g.W;

@@ -9,11 +9,27 @@
 #include <functional>
 #include <map>
 
-#include "tests/test_util.hpp"
 #include "autograd/autograd.hpp"
+#include "engine/threads.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cmdr;
 using namespace cmdr::ag;
+
+namespace {
+// The finite differences run hundreds of tiny forwards: one thread avoids OpenMP fork/join
+// overhead (results do not depend on the thread count anyway).
+class OneThread {
+ public:
+  OneThread() : prev_(num_threads()) { set_num_threads(1); }
+  ~OneThread() { set_num_threads(prev_); }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  int prev_;
+};
+}  // namespace
 
 namespace {
 
@@ -39,6 +55,7 @@ Var graph(const std::map<std::string, Var>& v) {
 }  // namespace
 
 TEST_CASE("gradcheck: composite graph vs central finite differences") {
+  OneThread one;
   Rng rng(21);
   std::map<std::string, Tensor> init = {
       {"x", test::random({3, 5}, rng)}, {"w1", test::random({6, 5}, rng)},
@@ -71,6 +88,7 @@ TEST_CASE("gradcheck: composite graph vs central finite differences") {
 
 // Eval-mode batch norm has its own backward in autograd.cpp (constant running stats).
 TEST_CASE("gradcheck: batch_norm in eval mode (running statistics are constants)") {
+  OneThread one;
   Rng rng(22);
   const Tensor x0 = test::random({2, 3, 4, 5}, rng), w0 = test::random({3}, rng, 0.5f, 1.5f);
   const Tensor b0 = test::random({3}, rng), rm = test::random({3}, rng, -0.3f, 0.3f);
@@ -92,4 +110,63 @@ TEST_CASE("gradcheck: batch_norm in eval mode (running statistics are constants)
   CHECK_MESSAGE(r.ok, "dweight ", r.msg);
   r = test::compare_scaled(b.grad(), gb, 5e-3);
   CHECK_MESSAGE(r.ok, "dbias ", r.msg);
+}
+
+// Every remaining differentiable function, wired into one graph, so an argument-order or
+// shape mistake in any wrapper shows up (same FD method and tolerance as above).
+Var graph2(const std::map<std::string, Var>& v) {
+  Var c = conv2d(v.at("img"), v.at("cw"), v.at("cb"), 1, 1);          // [1, 3, 6, 6]
+  Var p = avg_pool2d(c, 3, 1);                                        // [1, 3, 6, 6]
+  Var u = upsample_bilinear2d(p, 8, 8);                               // [1, 3, 8, 8]
+  Var a = adaptive_avg_pool2d(u, 5, 5);                               // [1, 3, 5, 5]
+  Var n = resize_nearest2d(a, 7, 7);                                  // [1, 3, 7, 7]
+  Var t = conv_transpose2d(n, v.at("tw"), v.at("tb"), 2, 1);          // [1, 2, 13, 13]
+  Var s = reshape(slice(slice(t, 2, 0, 12), 3, 0, 10), {1, 2, 120});  // [1, 2, 120]
+  Var c1 = conv1d(s, v.at("c1w"), v.at("c1b"), 2, 1);                 // [1, 4, 60]
+  Var ct = conv_transpose1d(c1, v.at("ctw"), Var(), 2, 1);            // [1, 3, 120]
+  Var q = reshape(ct, {1, 3, 20, 6});                                 // [B, H, T, d]
+  Var k = reshape(sqrt(add(mul(ct, ct), v.at("one"))), {1, 3, 20, 6});
+  Var att = attention(q, k, scale(q, 0.5f), 0.4f, /*window=*/8, 0.0f, false, nullptr);
+  Var m = bmm(reshape(att, {3, 20, 6}), v.at("bm"), false, true);  // [3, 20, 5]
+  Var rows = index_select(reshape(m, {60, 5}), {3, 0, 3, 59, 7});  // [5, 5]
+  Var sc = index_add(rows, {1, 1, 0, 2, 1}, 3);                    // [3, 5]
+  Var l2 = l2_normalize(sc, 1, 1e-6f);                             // [3, 5]
+  Var mx = max(matmul(l2, v.at("mm"), false, false), 1, true);     // [3, 1]
+  Var sm = mean(mul(l2, relu(add(v.at("shift"), l2))), 0, false);  // [5]
+  return add(sum(mx, 1), slice(reshape(sm, {5}), 0, 0, 3));        // [3]
+}
+
+TEST_CASE("gradcheck: every other differentiable function in one graph") {
+  OneThread one;
+  Rng rng(23);
+  std::map<std::string, Tensor> init = {{"img", test::random({1, 2, 6, 6}, rng)},
+                                        {"cw", test::random({3, 2, 3, 3}, rng)},
+                                        {"cb", test::random({3}, rng)},
+                                        {"tw", test::random({3, 2, 3, 3}, rng)},
+                                        {"tb", test::random({2}, rng)},
+                                        {"c1w", test::random({4, 2, 3}, rng)},
+                                        {"c1b", test::random({4}, rng)},
+                                        {"ctw", test::random({4, 3, 4}, rng)},
+                                        {"one", Tensor::ones({1})},
+                                        {"bm", test::random({3, 5, 6}, rng)},
+                                        {"mm", test::random({5, 4}, rng)},
+                                        {"shift", Tensor::full({5}, 2.0f)}};
+  const Tensor seed = test::random({3}, rng);
+  std::map<std::string, Var> vars;
+  for (auto& [k, t] : init) vars[k] = Var(t.clone(), k != "one" && k != "shift");
+  backward(graph2(vars), seed);
+  for (auto& [name, t0] : init) {
+    if (name == "one" || name == "shift") continue;
+    CAPTURE(name);
+    auto f = [&, name = name](const Tensor& probe) {
+      NoGrad ng;
+      std::map<std::string, Var> v;
+      for (auto& [k, t] : init) v[k] = Var(k == name ? probe : t);
+      return test::dot(graph2(v).value(), seed);
+    };
+    Tensor num = test::fd_grad(f, t0, 3e-3);
+    REQUIRE(vars[name].grad().defined());
+    const test::CloseReport r = test::compare_scaled(vars[name].grad(), num, 5e-3);
+    CHECK_MESSAGE(r.ok, r.msg);
+  }
 }

@@ -191,3 +191,36 @@ TEST_CASE("modules: default init uses PyTorch's fan_in (incl. ConvTranspose)") {
     CHECK(c.w->requires_grad());
   }
 }
+
+TEST_CASE("modules: Dropout and BatchNorm follow train/eval like PyTorch") {
+  Rng rng(5), drop_rng(6);
+  Sequential seq;
+  seq.add<Dropout>(0.5f, drop_rng);
+  auto& bn = seq.add<BatchNorm1d>(3);
+  Tensor xv = Tensor::empty({4, 3, 5});
+  rng.fill_uniform(xv, 1.0f, 2.0f);
+  const Var x(xv);
+  // Train: inverted dropout (kept values doubled), batch statistics, stats updated.
+  Var h = seq[0].forward(x);
+  const std::vector<float> in = xv.to_vector(), out = h.value().to_vector();
+  int zeros = 0;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    CHECK((out[i] == 0.0f || out[i] == 2.0f * in[i]));
+    zeros += out[i] == 0.0f;
+  }
+  CHECK(zeros > 0);
+  CHECK(zeros < static_cast<int>(in.size()));
+  {
+    NoGrad ng;  // PyTorch updates running stats in train mode even without grad
+    seq.forward(x);
+  }
+  CHECK(bn.num_batches_tracked.item() == 1.0f);
+  CHECK(bn.running_mean.to_vector() != std::vector<float>(3, 0.0f));
+  // Eval: dropout is the identity (the same Var), BatchNorm uses and keeps running stats.
+  seq.eval();
+  const Tensor rm = bn.running_mean.clone();
+  CHECK(seq[0].forward(x).node() == x.node());
+  seq.forward(x);
+  CHECK(bn.num_batches_tracked.item() == 1.0f);
+  CHECK(test::bit_identical(bn.running_mean, rm));
+}

@@ -86,3 +86,23 @@ TEST_CASE("rng is deterministic per seed") {
   r.shuffle(v);
   CHECK(v.size() == 6);
 }
+
+TEST_CASE("large blocks are reused from the cache and reported, not counted as live") {
+  release_cached_memory();
+  const int64_t n = (4 << 20) / 4;  // 4 MiB
+  const float* first;
+  {
+    Tensor t = Tensor::empty({n});
+    first = t.data();
+  }
+  CHECK(memory_stats().cached_bytes >= 4 << 20);
+  const int64_t live = memory_stats().current_bytes;
+  {
+    Tensor t = Tensor::zeros({n});  // zeros must still be zero on a reused block
+    CHECK(t.data() == first);
+    CHECK(memory_stats().current_bytes == live + (4 << 20));
+    CHECK(t.to_vector()[n - 1] == 0.0f);
+  }
+  release_cached_memory();
+  CHECK(memory_stats().cached_bytes == 0);
+}

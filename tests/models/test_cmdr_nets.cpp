@@ -184,70 +184,76 @@ TEST_CASE("cmdr nets: train-mode forward, losses, gradients and running stats ma
 
 TEST_CASE("cmdr nets: three Adam steps of all four networks match PyTorch") {
   st::File f(test::model_fixture("train_S16.safetensors"));
-  CmdrConfig cfg = test::small_config(16);
-  cfg.p_drop = 0.0f;
-  Cmdr model(cfg);
-  model.load_state_dict(test::load_prefixed(f, "init."));
-  const Tensor losses = f.get("losses");  // [3, 4], columns in Net order
-  for (int s = 0; s < 3; ++s) {
-    const std::string i = std::to_string(s);
-    const StepResult r =
-        model.train_step(f.get("rgb." + i), f.get("xyz." + i), f.get("valid." + i));
-    for (int n = 0; n < 4; ++n) {
-      const float ref = losses.at({s, n});
-      CHECK_MESSAGE(std::abs(r.loss[n] - ref) <= kStepTol * std::abs(ref), "step ", s, " ",
-                    std::string(kNetNames[n]), " loss ", r.loss[n], " vs ", ref);
-      CHECK(!r.rolled_back[n]);
-    }
-  }
-  CHECK(model.steps() == 3);
-  CHECK(model.rollbacks().empty());
-  double worst = 0.0;
-  const ag::StateDict ref = test::load_prefixed(f, "final.");
-  const ag::StateDict sd = model.state_dict();
-  REQUIRE(sd.size() == ref.size());
-  const ag::StateDict init = test::load_prefixed(f, "init.");
-  const double lr = 1e-3;
-  int64_t eps_limited = 0;
-  for (const auto& [k, t] : ref) {
-    REQUIRE_MESSAGE(sd.count(k), k);
-    const std::vector<float> a = sd.at(k).to_vector(), b = t.to_vector(),
-                             a0 = init.at(k).to_vector();
-    if (bias_before_batchnorm(k)) {
-      // Adam on rounding noise: each of the 3 steps moves by at most ~1.5·lr either way.
-      double moved = 0.0;
-      for (std::size_t i = 0; i < a.size(); ++i)
-        moved = std::max(moved, std::abs(double(a[i]) - a0[i]));
-      CHECK_MESSAGE(moved <= 3 * 1.5e-3, k, " moved ", moved);
-      continue;
-    }
-    const double scale = max_abs(t);
-    if (mean_after_noisy_bias(k)) {
-      // This BatchNorm's input carries the noisy bias above; its running mean (momentum 0.1)
-      // saw the bias after steps 1 and 2: |Δ| ≤ 0.09·|Δb₁| + 0.1·|Δb₂| ≤ 0.19·(2·2·1.5·lr).
-      // running_var is unaffected and compared at 1e-4 like everything else.
-      double d = 0.0;
-      for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(double(a[i]) - b[i]));
-      CHECK_MESSAGE(d <= kStepTol * scale + 0.19 * 6 * lr, k, " ", d);
-      continue;
-    }
-    double worst_k = 0.0;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      const double d = std::abs(double(a[i]) - b[i]);
-      worst_k = std::max(worst_k, d);
-      // 1e-4 relative to the tensor's scale; or 3% of one Adam step for elements whose
-      // gradient is comparable to Adam's eps (1e-8): there g/(|g| + eps) turns float32
-      // gradient rounding (~1e-9 here, as in PyTorch itself) into visible update changes.
-      if (d > kStepTol * scale) {
-        ++eps_limited;
-        CHECK_MESSAGE(d <= 0.03 * lr, k, "[", i, "] ", a[i], " vs ", b[i]);
+  // Both with the per-position networks restricted to valid rows (SPEC 10, the default)
+  // and without.
+  for (const bool valid_only : {true, false}) {
+    CAPTURE(valid_only);
+    CmdrConfig cfg = test::small_config(16);
+    cfg.p_drop = 0.0f;
+    cfg.train_valid_only = valid_only;
+    Cmdr model(cfg);
+    model.load_state_dict(test::load_prefixed(f, "init."));
+    const Tensor losses = f.get("losses");  // [3, 4], columns in Net order
+    for (int s = 0; s < 3; ++s) {
+      const std::string i = std::to_string(s);
+      const StepResult r =
+          model.train_step(f.get("rgb." + i), f.get("xyz." + i), f.get("valid." + i));
+      for (int n = 0; n < 4; ++n) {
+        const float ref = losses.at({s, n});
+        CHECK_MESSAGE(std::abs(r.loss[n] - ref) <= kStepTol * std::abs(ref), "step ", s, " ",
+                      std::string(kNetNames[n]), " loss ", r.loss[n], " vs ", ref);
+        CHECK(!r.rolled_back[n]);
       }
     }
-    worst = std::max(worst, worst_k / std::max(scale, 1e-12));
+    CHECK(model.steps() == 3);
+    CHECK(model.rollbacks().empty());
+    double worst = 0.0;
+    const ag::StateDict ref = test::load_prefixed(f, "final.");
+    const ag::StateDict sd = model.state_dict();
+    REQUIRE(sd.size() == ref.size());
+    const ag::StateDict init = test::load_prefixed(f, "init.");
+    const double lr = 1e-3;
+    int64_t eps_limited = 0;
+    for (const auto& [k, t] : ref) {
+      REQUIRE_MESSAGE(sd.count(k), k);
+      const std::vector<float> a = sd.at(k).to_vector(), b = t.to_vector(),
+                               a0 = init.at(k).to_vector();
+      if (bias_before_batchnorm(k)) {
+        // Adam on rounding noise: each of the 3 steps moves by at most ~1.5·lr either way.
+        double moved = 0.0;
+        for (std::size_t i = 0; i < a.size(); ++i)
+          moved = std::max(moved, std::abs(double(a[i]) - a0[i]));
+        CHECK_MESSAGE(moved <= 3 * 1.5e-3, k, " moved ", moved);
+        continue;
+      }
+      const double scale = max_abs(t);
+      if (mean_after_noisy_bias(k)) {
+        // This BatchNorm's input carries the noisy bias above; its running mean (momentum 0.1)
+        // saw the bias after steps 1 and 2: |Δ| ≤ 0.09·|Δb₁| + 0.1·|Δb₂| ≤ 0.19·(2·2·1.5·lr).
+        // running_var is unaffected and compared at 1e-4 like everything else.
+        double d = 0.0;
+        for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(double(a[i]) - b[i]));
+        CHECK_MESSAGE(d <= kStepTol * scale + 0.19 * 6 * lr, k, " ", d);
+        continue;
+      }
+      double worst_k = 0.0;
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        const double d = std::abs(double(a[i]) - b[i]);
+        worst_k = std::max(worst_k, d);
+        // 1e-4 relative to the tensor's scale; or 3% of one Adam step for elements whose
+        // gradient is comparable to Adam's eps (1e-8): there g/(|g| + eps) turns float32
+        // gradient rounding (~1e-9 here, as in PyTorch itself) into visible update changes.
+        if (d > kStepTol * scale) {
+          ++eps_limited;
+          CHECK_MESSAGE(d <= 0.03 * lr, k, "[", i, "] ", a[i], " vs ", b[i]);
+        }
+      }
+      worst = std::max(worst, worst_k / std::max(scale, 1e-12));
+    }
+    MESSAGE(eps_limited, " element(s) beyond 1e-4 relative, all within 0.03·lr");
+    MESSAGE("after 3 steps: worst weight rel err ", worst);
+    for (int n = 0; n < 4; ++n) CHECK(model.optimizer(static_cast<Net>(n)).steps() == 3);
   }
-  MESSAGE(eps_limited, " element(s) beyond 1e-4 relative, all within 0.03·lr");
-  MESSAGE("after 3 steps: worst weight rel err ", worst);
-  for (int n = 0; n < 4; ++n) CHECK(model.optimizer(static_cast<Net>(n)).steps() == 3);
 }
 
 TEST_CASE("cmdr nets: non-finite steps are rolled back and reported") {
@@ -347,4 +353,69 @@ TEST_CASE("cmdr nets: bad shapes and sizes are errors") {
   CHECK_THROWS_AS(model.infer(rgb, xyz, Tensor::ones({255})), Error);
   Cmdr only2d(test::small_config(16, Mode::Only2D));
   CHECK_THROWS_AS(only2d.infer(rgb, xyz, Tensor::ones({256}), Mode::Fused2D3D), Error);
+}
+
+TEST_CASE("cmdr nets: valid-only inference (SPEC 10) gives the same maps and score") {
+  st::File f(test::model_fixture("nets_S16.safetensors"));
+  Cmdr model(test::small_config(16));
+  model.load_state_dict(test::load_prefixed(f, "state."));
+  const Tensor rgb = f.get("rgb"), xyz = f.get("xyz"), valid = f.get("valid");
+  const CmdrOutputs full = model.infer(rgb, xyz, valid, Mode::Fused2D3D, false);
+  const CmdrOutputs fast = model.infer(rgb, xyz, valid, Mode::Fused2D3D, true);
+  for (const auto& [a, b] : {std::pair{&full.fusion.fused, &fast.fusion.fused},
+                             std::pair{&full.fusion.pixel_map, &fast.fusion.pixel_map},
+                             std::pair{&full.fusion.aupro_map, &fast.fusion.aupro_map},
+                             std::pair{&full.fusion.a_map, &fast.fusion.a_map},
+                             std::pair{&full.fusion.a_rec, &fast.fusion.a_rec}}) {
+    CHECK(rel_err(*b, *a) < 1e-5);
+  }
+  CHECK(std::abs(fast.fusion.image_score - full.fusion.image_score) <=
+        1e-5f * std::abs(full.fusion.image_score));
+  // Valid rows are the same network outputs; invalid rows are 0.
+  const std::vector<float> v = valid.to_vector();
+  const Tensor m_full = full.mapped_2d, m_fast = fast.mapped_2d;
+  double worst = 0.0;
+  bool zeros = true;
+  for (int64_t p = 0; p < 256; ++p) {
+    for (int64_t c = 0; c < 32; ++c) {
+      if (v[p] != 0.0f) {
+        worst =
+            std::max(worst, static_cast<double>(std::abs(m_fast.at({p, c}) - m_full.at({p, c}))));
+      } else {
+        zeros &= m_fast.at({p, c}) == 0.0f;
+      }
+    }
+  }
+  CHECK(worst < 1e-5);
+  CHECK(zeros);
+}
+
+TEST_CASE("cmdr nets: 2d and 3d modes train and score their branch only") {
+  st::File f(test::model_fixture("train_S16.safetensors"));
+  const Tensor rgb = f.get("rgb.0"), xyz = f.get("xyz.0"), valid = f.get("valid.0");
+  Cmdr m2(test::small_config(16, Mode::Only2D));
+  const StepResult r2 = m2.train_step(rgb, Tensor(), Tensor());  // no geometry needed
+  CHECK(std::isfinite(r2.loss[kDec2D]));
+  CHECK(std::isnan(r2.loss[kDec3D]));
+  CHECK(std::isnan(r2.loss[kMap2Dto3D]));
+  const CmdrOutputs o2 = m2.infer(rgb, Tensor(), Tensor());
+  CHECK(o2.recon_2d.defined());
+  CHECK(!o2.recon_3d.defined());
+  CHECK(!o2.fusion.a_map.defined());
+  CHECK(o2.fusion.image_score > 0.0f);
+  CHECK(dump_tensors(o2).size() == 6);  // recon_2d, d_rec2d, fused, pixel, aupro, score
+
+  Cmdr m3(test::small_config(16, Mode::Only3D));
+  const StepResult r3 = m3.train_step(Tensor(), xyz, valid);
+  CHECK(std::isfinite(r3.loss[kDec3D]));
+  CHECK(std::isnan(r3.loss[kDec2D]));
+  const CmdrOutputs o3 = m3.infer(Tensor(), xyz, valid);
+  CHECK(o3.recon_3d.defined());
+  CHECK(!o3.recon_2d.defined());
+  // Masked: the 3d map is 0 wherever the sample has no geometry before smoothing.
+  const std::vector<float> v = valid.to_vector(), d = o3.fusion.d_rec3d.to_vector();
+  bool masked = true;
+  for (std::size_t i = 0; i < v.size(); ++i) masked &= v[i] != 0.0f || d[i] == 0.0f;
+  CHECK(masked);
+  CHECK_THROWS_AS(m3.train_step(Tensor(), xyz, Tensor()), Error);  // 3d needs the mask
 }

@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -221,6 +223,9 @@ TEST_CASE("feature assembly matches torch; the CSR operator P·G equals the dens
     CHECK(P.rows == S * S);
     CHECK(P.cols == centers.size(0));
     CHECK_SCALED(P.matmul(feats), xyz, 1e-5);
+    Tensor xs = assemble_xyz_sparse(vp.xyz, vp.pixel, centers, feats, S);
+    CHECK_SCALED(xs, f.get("xyz_patch"), 1e-5);
+    CHECK(test::bit_identical(valid_mask(xs), f.get("valid")));
   }
 }
 
@@ -238,27 +243,42 @@ TEST_CASE("dino_vit full size on hash weights (selected rows vs torch)") {
   CHECK_SCALED(ops::index_select_forward(rgb, i64(f, "patch_rows")), f.get("rgb_patch_rows"), 1e-3);
 }
 
-TEST_CASE("point_mae full size on hash weights (1024 groups of 128, ~40k points)") {
+TEST_CASE("fps and knn at full size (40k points, 1024 centres, 128 neighbours) are exact") {
   st::File f(fx("pmae_full.safetensors"));
-  PointMae m;
-  test::fill_hash(m.param_specs());
   ValidPoints vp = valid_points(test::full_cloud());
   REQUIRE(vp.xyz.size(0) == i64(f, "n_points")[0]);
-  PointMaeTrace tr;
-  PointMaeOutput out = point_mae_forward(m, vp.xyz, &tr);
-  CHECK(out.center_idx == i64(f, "fps_idx"));
-  std::vector<int64_t> kfirst(tr.knn_idx.begin(), tr.knn_idx.begin() + 128 * 8);
-  CHECK(kfirst == i64(f, "knn_idx_first"));
-  REQUIRE(out.features.shape() == Shape{1024, 1152});
-  CHECK_SCALED(ops::index_select_forward(out.features, i64(f, "rows")), f.get("features_rows"),
-               1e-3);
-  CHECK_SCALED(ops::mean_forward(out.features, 0), f.get("features_mean"), 1e-3);
-  Tensor xyz = assemble_xyz(vp.xyz, vp.pixel, out.centers, out.features, 224);
-  CHECK_SCALED(ops::index_select_forward(xyz, i64(f, "patch_rows")), f.get("xyz_patch_rows"), 1e-3);
-  Tensor valid = valid_mask(xyz);
-  Tensor want = f.get("valid", /*convert=*/true);
-  CHECK(test::bit_identical(valid, want));
+  std::vector<int64_t> idx = farthest_point_sample(vp.xyz, 1024);
+  CHECK(idx == i64(f, "fps_idx"));
+  Tensor first =
+      ops::index_select_forward(vp.xyz, std::vector<int64_t>(idx.begin(), idx.begin() + 8));
+  CHECK(knn_indices(vp.xyz, first, 128) == i64(f, "knn_idx_first"));
 }
+
+TEST_SUITE("slow") {
+  TEST_CASE("point_mae full size on hash weights (1024 groups of 128, ~40k points)") {
+    st::File f(fx("pmae_full.safetensors"));
+    PointMae m;
+    test::fill_hash(m.param_specs());
+    ValidPoints vp = valid_points(test::full_cloud());
+    REQUIRE(vp.xyz.size(0) == i64(f, "n_points")[0]);
+    PointMaeTrace tr;
+    PointMaeOutput out = point_mae_forward(m, vp.xyz, &tr);
+    CHECK(out.center_idx == i64(f, "fps_idx"));
+    std::vector<int64_t> kfirst(tr.knn_idx.begin(), tr.knn_idx.begin() + 128 * 8);
+    CHECK(kfirst == i64(f, "knn_idx_first"));
+    REQUIRE(out.features.shape() == Shape{1024, 1152});
+    CHECK_SCALED(ops::index_select_forward(out.features, i64(f, "rows")), f.get("features_rows"),
+                 1e-3);
+    CHECK_SCALED(ops::mean_forward(out.features, 0), f.get("features_mean"), 1e-3);
+    Tensor xyz = assemble_xyz(vp.xyz, vp.pixel, out.centers, out.features, 224);
+    CHECK_SCALED(ops::index_select_forward(xyz, i64(f, "patch_rows")), f.get("xyz_patch_rows"),
+                 1e-3);
+    Tensor valid = valid_mask(xyz);
+    Tensor want = f.get("valid", /*convert=*/true);
+    CHECK(test::bit_identical(valid, want));
+  }
+
+}  // TEST_SUITE("slow")
 
 TEST_CASE("full-size parameter lists match WEIGHTS.md (counts and totals)") {
   DinoVit vit;
@@ -277,4 +297,44 @@ TEST_CASE("full-size parameter lists match WEIGHTS.md (counts and totals)") {
   // norm 768.
   CHECK(ps.size() == 154);
   CHECK(n == 21'826'304);
+}
+
+TEST_CASE("init-extractors weights: timm-style init, written flagged random, load back equal") {
+  PointMaeConfig c = tiny_pmae();
+  PointMae a(c), b(c);
+  Rng rng(11);
+  init_params(a.param_specs(), rng);
+  // trunc-normal std .02 within ±2 std; zeros / ones where timm puts them; BN stats non-trivial.
+  std::vector<float> w = a.blocks[0].mlp_fc1_weight.to_vector();
+  double s2 = 0;
+  for (float v : w) {
+    CHECK(std::abs(v) <= 0.04f);
+    s2 += static_cast<double>(v) * v;
+  }
+  CHECK(std::sqrt(s2 / static_cast<double>(w.size())) == doctest::Approx(0.0176).epsilon(0.15));
+  CHECK(a.blocks[0].mlp_fc1_bias.to_vector() == std::vector<float>(96, 0.0f));
+  CHECK(a.norm_weight.to_vector() == std::vector<float>(48, 1.0f));
+  std::vector<float> rv = a.encoder_first_conv_1_running_var.to_vector();
+  CHECK(*std::min_element(rv.begin(), rv.end()) >= 0.5f);
+  CHECK(*std::max_element(rv.begin(), rv.end()) != 1.0f);
+  const std::string p = tmp_path("pmae_random.safetensors");
+  write_params(a.param_specs(), {"encoder.first_conv.1.num_batches_tracked"}, {{"cmdr.seed", "11"}},
+               p);
+  {
+    st::File f(p);
+    CHECK(f.info("encoder.first_conv.1.num_batches_tracked").dtype == st::DType::I64);
+    CHECK(f.info("encoder.first_conv.1.num_batches_tracked").shape.empty());
+    LoadReport r = b.load(f);
+    CHECK(r.random_weights);
+    CHECK(r.unexpected.empty());
+  }
+  std::remove(p.c_str());
+  auto sa = a.param_specs(), sb = b.param_specs();
+  for (std::size_t i = 0; i < sa.size(); ++i)
+    CHECK(test::bit_identical(*sa[i].target, *sb[i].target));
+}
+
+TEST_CASE("valid mask: all-zero rows are invalid; rows that cancel to a zero sum stay valid") {
+  Tensor x = Tensor::from_vector({3, 4}, {0, 0, 0, 0, 1, -1, 0.5f, -0.5f, 0, 0, 1e-30f, 0});
+  CHECK(valid_mask(x).to_vector() == std::vector<float>{0, 1, 1});
 }
