@@ -189,8 +189,8 @@ TEST_CASE("e2e parity: score --dump tensors of one sample match PyTorch") {
     Tensor g = got.at(n);
     if (g.shape() != r.shape() && g.numel() == r.numel()) g = g.reshape(r.shape());  // S×S vs S²
     const double e = rel_err(g, r);
-    MESSAGE(n, " ", g.str(), ": rel err ", e);
-    CHECK_MESSAGE(e <= kDumpTol, n, " rel err ", e);
+    MESSAGE(std::string(n), " ", g.str(), ": rel err ", e);
+    CHECK_MESSAGE(e <= kDumpTol, std::string(n), " rel err ", e);
   }
   // The mask is exact, and it does mask: some positions of the sample have no geometry.
   const std::vector<float> v = got.at("valid").to_vector(), vr = ref.get("valid").to_vector();
@@ -245,7 +245,8 @@ TEST_CASE("e2e parity: 3 training steps (no dropout, sorted order) match PyTorch
   const ag::StateDict sd = model.state_dict();
   const double lr = 1e-3;
   double worst = 0.0;
-  int64_t eps_limited = 0, compared = 0;
+  int64_t beyond = 0, compared = 0;
+  double worst_ambiguous = 0.0, worst_clear = 0.0;  // worst_clear: unflagged elements
   for (const auto& info : ref.tensors()) {
     if (info.name.rfind("final.", 0) != 0) continue;
     const std::string k = info.name.substr(6);
@@ -269,22 +270,30 @@ TEST_CASE("e2e parity: 3 training steps (no dropout, sorted order) match PyTorch
       CHECK_MESSAGE(d <= kStepTol * scale + 0.19 * 6 * lr, k, " ", d);
       continue;
     }
+    // Elements whose reference gradient had no reliable sign at some step (e2e.py SIGN_TAU:
+    // |g| < 1e-4·max|g|, rounding-noise level): Adam moves them by ~±lr regardless of |g|,
+    // so each such step may put them up to 2·lr (+5 % for the bias-corrected moments) apart.
+    const std::string amb_key = "ambiguous_steps." + k;
+    const std::vector<float> amb =
+        ref.has(amb_key) ? ref.get(amb_key, /*convert=*/true).to_vector() : std::vector<float>();
     double worst_k = 0.0;
     for (std::size_t i = 0; i < a.size(); ++i) {
       const double d = std::abs(double(a[i]) - b[i]);
       worst_k = std::max(worst_k, d);
-      // 1e-4 of the tensor's scale; or 3% of one Adam step for an element whose gradient is
-      // comparable to Adam's eps (1e-8): g/(|g| + eps) turns float32 gradient rounding into
-      // visible update differences (counted and reported).
+      if (amb.empty() || amb[i] == 0.0f) worst_clear = std::max(worst_clear, d / scale);
       if (d > kStepTol * scale) {
-        ++eps_limited;
-        CHECK_MESSAGE(d <= 0.03 * lr, k, "[", i, "] ", a[i], " vs ", b[i]);
+        const double n_amb = amb.empty() ? 0.0 : amb[i];
+        ++beyond;
+        worst_ambiguous = std::max(worst_ambiguous, d / lr);
+        CHECK_MESSAGE(d <= kStepTol * scale + 2.1 * lr * n_amb, k, "[", i, "] ", a[i], " vs ", b[i],
+                      " (reference gradient sign-ambiguous at ", n_amb, " step(s))");
       }
     }
     worst = std::max(worst, worst_k / scale);
   }
   CHECK(compared == static_cast<int64_t>(sd.size()));
-  MESSAGE(compared, " tensors; worst weight rel err ", worst, "; ", eps_limited,
-          " element(s) beyond 1e-4 relative (all within 0.03·lr)");
+  MESSAGE(compared, " tensors; worst weight rel err ", worst, " (", worst_clear,
+          " over elements with a reliable gradient sign); ", beyond,
+          " element(s) beyond 1e-4 relative, all sign-ambiguous, largest ", worst_ambiguous, "·lr");
   CHECK(model.steps() == 3);
 }
