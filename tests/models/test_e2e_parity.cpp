@@ -23,6 +23,9 @@
 #include "models/dino_vit.hpp"
 #include "models/feature_assembly.hpp"
 #include "models/point_mae.hpp"
+#if __has_include("models/pipeline.hpp")
+#include "models/pipeline.hpp"
+#endif
 
 using namespace cmdr;
 using namespace cmdr::models;
@@ -52,11 +55,46 @@ std::string cloud_tiff(const std::string& name) {
   return path;
 }
 
+struct Features {
+  Tensor rgb_input, pc_resized;  // 3×S×S
+  Tensor rgb_patch, xyz_patch, valid;
+};
+
+#if __has_include("models/pipeline.hpp")
+// ---- The sample pipeline (SPEC 3-4.3) exactly as the `score` and `train` verbs run it:
+// extractor architectures read from the weight files, compact features (SPEC 10), expanded
+// to the networks' inputs. Training goes through the feature-cache form as train_class does.
+constexpr bool kViaPipeline = true;
+using TinyExtractors = models::Extractors;
+
+TinyExtractors load_tiny_extractors() {
+  ExtractorOptions opt;  // e2e.py PMAE: G = 32 groups of K = 16 points
+  opt.num_group = 32;
+  opt.group_size = 16;
+  TinyExtractors ex = load_extractors(e2e_fixture("vit_tiny.safetensors"),
+                                      e2e_fixture("pmae_tiny.safetensors"), opt, /*quiet=*/true);
+  REQUIRE(ex.rgb_dim() == 32);
+  REQUIRE(ex.xyz_dim() == 48);
+  REQUIRE(ex.vit->cfg.image == 32);
+  REQUIRE(ex.pmae->cfg.taps == std::vector<int64_t>{1, 2, 3});
+  return ex;
+}
+
+Features sample_features(const TinyExtractors& ex, const std::string& png, const std::string& tiff,
+                         bool via_cache = false) {
+  const SampleFeatures sf = extract_features(ex, png, tiff, kSide, /*keep_inputs=*/true);
+  REQUIRE_MESSAGE(sf.warning.empty(), sf.warning);
+  const models::Sample s =
+      via_cache ? cache_expander(kSide, 32, 48)(to_cache_entry(sf)) : expand_features(sf, 32, 48);
+  return {sf.rgb_input, sf.pc_resized, s.rgb, s.xyz, s.valid};
+}
+#else
 // ---- The sample pipeline (SPEC 3-4.3), composed from the library's pieces in the order
-// models/pipeline does it: DINO on its own input side (tokens upsampled to S), Point-MAE on
-// the valid points of the S×S nearest-resized cloud. Kept in one place so the test can go
-// through models::extract_features / expand_features once they are on main.
-struct Extractors {
+// models/pipeline does it (used until models/pipeline.hpp exists; then the branch above):
+// DINO on its own input side (tokens upsampled to S), Point-MAE on the valid points of the
+// S×S nearest-resized cloud.
+constexpr bool kViaPipeline = false;
+struct TinyExtractors {
   DinoVit vit;
   PointMae pmae;
 };
@@ -88,19 +126,15 @@ PointMaeConfig tiny_pmae_config() {
   return c;
 }
 
-Extractors load_tiny_extractors() {
-  Extractors ex{DinoVit(tiny_vit_config()), PointMae(tiny_pmae_config())};
+TinyExtractors load_tiny_extractors() {
+  TinyExtractors ex{DinoVit(tiny_vit_config()), PointMae(tiny_pmae_config())};
   ex.vit.load(st::File(e2e_fixture("vit_tiny.safetensors")));
   ex.pmae.load(st::File(e2e_fixture("pmae_tiny.safetensors")));
   return ex;
 }
 
-struct Features {
-  Tensor rgb_input, pc_resized;  // 3×S×S
-  Tensor rgb_patch, xyz_patch, valid;
-};
-
-Features sample_features(const Extractors& ex, const std::string& png, const std::string& tiff) {
+Features sample_features(const TinyExtractors& ex, const std::string& png, const std::string& tiff,
+                         bool /*via_cache*/ = false) {
   Features f;
   const io::Image8 img = io::read_rgb_png(png);
   f.rgb_input = io::rgb_transform(img, kSide);
@@ -113,9 +147,11 @@ Features sample_features(const Extractors& ex, const std::string& png, const std
   f.valid = valid_mask(f.xyz_patch);
   return f;
 }
+#endif
 
-Features sample_features(const Extractors& ex, const std::string& name) {
-  return sample_features(ex, e2e_fixture(name + ".png"), cloud_tiff(name));
+Features sample_features(const TinyExtractors& ex, const std::string& name,
+                         bool via_cache = false) {
+  return sample_features(ex, e2e_fixture(name + ".png"), cloud_tiff(name), via_cache);
 }
 
 Cmdr make_model() {
@@ -173,7 +209,9 @@ bool mean_after_noisy_bias(const std::string& k) {
 }  // namespace
 
 TEST_CASE("e2e parity: score --dump tensors of one sample match PyTorch") {
-  const Extractors ex = load_tiny_extractors();
+  MESSAGE("features via ",
+          std::string(kViaPipeline ? "models/pipeline" : "the test's own composition"));
+  const TinyExtractors ex = load_tiny_extractors();
   Cmdr model = make_model();
   const std::map<std::string, Tensor> got = score_dump(model, sample_features(ex, kTest));
   st::File ref(e2e_fixture("score_dump.safetensors"));
@@ -211,11 +249,11 @@ TEST_CASE("e2e parity: score --dump tensors of one sample match PyTorch") {
 }
 
 TEST_CASE("e2e parity: 3 training steps (no dropout, sorted order) match PyTorch") {
-  const Extractors ex = load_tiny_extractors();
+  const TinyExtractors ex = load_tiny_extractors();
   st::File ref(e2e_fixture("train_expected.safetensors"));
   std::vector<Features> samples;
   for (const char* n : kTrain) {
-    samples.push_back(sample_features(ex, n));
+    samples.push_back(sample_features(ex, n, /*via_cache=*/true));
     CHECK(samples.back().valid.to_vector() == ref.get(std::string(n) + ".valid").to_vector());
   }
   CHECK(rel_err(samples[0].rgb_patch, ref.get("train_000.rgb_patch")) <= kDumpTol);
