@@ -5,6 +5,7 @@
 // dropout, samples in sorted order, Adam lr 1e-3, BatchNorm in train mode) give the four
 // losses per step and the final weights within 1e-4.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "cmdr_fixture.hpp"
@@ -47,7 +49,8 @@ std::string e2e_fixture(const std::string& name) {
 // The organised clouds are fixtures as H×W×3 float tensors; the pipeline reads TIFF files,
 // so they are written with io::write_xyz_tiff (tested on its own) into a scratch directory.
 std::string cloud_tiff(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / "cmdr-e2e-parity";
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("cmdr-e2e-parity-" + std::to_string(::getpid()));  // concurrent runs
   std::filesystem::create_directories(dir);
   const std::string path = (dir / (name + ".tiff")).string();
   st::File clouds(e2e_fixture("clouds.safetensors"));
@@ -151,7 +154,12 @@ Features sample_features(const TinyExtractors& ex, const std::string& png, const
 
 Features sample_features(const TinyExtractors& ex, const std::string& name,
                          bool via_cache = false) {
-  return sample_features(ex, e2e_fixture(name + ".png"), cloud_tiff(name), via_cache);
+  const std::string tiff = cloud_tiff(name);
+  Features f = sample_features(ex, e2e_fixture(name + ".png"), tiff, via_cache);
+  std::filesystem::remove(tiff);
+  std::error_code ec;  // the scratch directory goes too once empty
+  std::filesystem::remove(std::filesystem::path(tiff).parent_path(), ec);
+  return f;
 }
 
 Cmdr make_model() {
