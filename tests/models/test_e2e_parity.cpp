@@ -59,7 +59,8 @@ std::string cloud_tiff(const std::string& name) {
 }
 
 struct Features {
-  Tensor rgb_input, pc_resized;  // 3×S×S
+  Tensor rgb_input, pc_resized;                        // 3×S×S
+  Tensor rgb_tokens, xyz_centers, xyz_group_features;  // [g², 32], [G, 3], [G, 48]
   Tensor rgb_patch, xyz_patch, valid;
 };
 
@@ -89,7 +90,8 @@ Features sample_features(const TinyExtractors& ex, const std::string& png, const
   REQUIRE_MESSAGE(sf.warning.empty(), sf.warning);
   const models::Sample s =
       via_cache ? cache_expander(kSide, 32, 48)(to_cache_entry(sf)) : expand_features(sf, 32, 48);
-  return {sf.rgb_input, sf.pc_resized, s.rgb, s.xyz, s.valid};
+  return {sf.rgb_input,      sf.pc_resized, sf.rgb_tokens, sf.centers,
+          sf.group_features, s.rgb,         s.xyz,         s.valid};
 }
 #else
 // ---- The sample pipeline (SPEC 3-4.3), composed from the library's pieces in the order
@@ -141,11 +143,13 @@ Features sample_features(const TinyExtractors& ex, const std::string& png, const
   Features f;
   const io::Image8 img = io::read_rgb_png(png);
   f.rgb_input = io::rgb_transform(img, kSide);
-  const Tensor tokens = dino_vit_forward(ex.vit, io::rgb_transform(img, ex.vit.cfg.image));
-  f.rgb_patch = assemble_rgb(tokens, ex.vit.cfg.grid(), kSide);
+  f.rgb_tokens = dino_vit_forward(ex.vit, io::rgb_transform(img, ex.vit.cfg.image));
+  f.rgb_patch = assemble_rgb(f.rgb_tokens, ex.vit.cfg.grid(), kSide);
   f.pc_resized = io::cloud_transform(io::read_xyz_tiff(tiff), kSide);
   const ValidPoints vp = valid_points(f.pc_resized);
   const PointMaeOutput pm = point_mae_forward(ex.pmae, vp.xyz);
+  f.xyz_centers = pm.centers;
+  f.xyz_group_features = pm.features;
   f.xyz_patch = assemble_xyz(vp.xyz, vp.pixel, pm.centers, pm.features, kSide);
   f.valid = valid_mask(f.xyz_patch);
   return f;
@@ -174,6 +178,9 @@ Cmdr make_model() {
 std::map<std::string, Tensor> score_dump(Cmdr& model, const Features& f) {
   std::map<std::string, Tensor> d{{"rgb_input", f.rgb_input},
                                   {"pc_resized", f.pc_resized},
+                                  {"rgb_tokens", f.rgb_tokens},
+                                  {"xyz_centers", f.xyz_centers},
+                                  {"xyz_group_features", f.xyz_group_features},
                                   {"rgb_patch", f.rgb_patch},
                                   {"xyz_patch", f.xyz_patch},
                                   {"valid", f.valid}};
@@ -224,10 +231,12 @@ TEST_CASE("e2e parity: score --dump tensors of one sample match PyTorch") {
   const std::map<std::string, Tensor> got = score_dump(model, sample_features(ex, kTest));
   st::File ref(e2e_fixture("score_dump.safetensors"));
 
-  const char* const names[] = {"rgb_input", "pc_resized", "rgb_patch", "xyz_patch",  "valid",
-                               "mapped_2d", "mapped_3d",  "recon_2d",  "recon_3d",   "d_map2d",
-                               "d_map3d",   "d_rec2d",    "d_rec3d",   "a_map",      "a_rec",
-                               "fused",     "pixel_map",  "aupro_map", "image_score"};
+  const char* const names[] = {
+      "rgb_input", "pc_resized", "rgb_tokens", "xyz_centers", "xyz_group_features",
+      "rgb_patch", "xyz_patch",  "valid",      "mapped_2d",   "mapped_3d",
+      "recon_2d",  "recon_3d",   "d_map2d",    "d_map3d",     "d_rec2d",
+      "d_rec3d",   "a_map",      "a_rec",      "fused",       "pixel_map",
+      "aupro_map", "image_score"};
   for (const char* n : names) {
     REQUIRE_MESSAGE(got.count(n), "our dump lacks ", n);
     REQUIRE_MESSAGE(ref.has(n), "fixture lacks ", n);

@@ -103,7 +103,8 @@ def features(vit, pmae, rgb_u8, cloud):
     rgb_patch, xyz_patch, valid = extractors.assemble(tokens, grid, S, pts, pix,
                                                       trace["centers"].numpy(), feats)
     return {"vit_input": vit_input, "rgb_input": rgb_input, "pc_resized": pc,
-            "rgb_patch": rgb_patch, "xyz_patch": xyz_patch, "valid": valid}
+            "rgb_tokens": torch.from_numpy(tokens), "xyz_centers": trace["centers"],
+            "xyz_group_features": torch.from_numpy(feats), "rgb_patch": rgb_patch, "xyz_patch": xyz_patch, "valid": valid}
 
 
 def score(nets, f):
