@@ -1,6 +1,6 @@
 // `cmdr-iad info`: what this build can do (threads, oneDNN, ISA, memory tracking).
-#include <oneapi/dnnl/dnnl.hpp>
 #include <iostream>
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include "apps/commands.hpp"
 #include "engine/threads.hpp"

@@ -15,10 +15,10 @@ struct Globals {
 Globals& globals();
 
 void add_info(CLI::App& root);
-void add_inspect(CLI::App& root);  // cmd_inspect.cpp: safetensors contents + SHA-256
-void add_synth(CLI::App& root);  // apps/cmd_synth.cpp
-void add_metrics(CLI::App& root);     // apps/cmd_metrics.cpp (SPEC 8)
-void add_preprocess(CLI::App& root);  // apps/cmd_preprocess.cpp (SPEC 2)
+void add_inspect(CLI::App& root);          // cmd_inspect.cpp: safetensors contents + SHA-256
+void add_synth(CLI::App& root);            // apps/cmd_synth.cpp
+void add_metrics(CLI::App& root);          // apps/cmd_metrics.cpp (SPEC 8)
+void add_preprocess(CLI::App& root);       // apps/cmd_preprocess.cpp (SPEC 2)
 void add_init_extractors(CLI::App& root);  // apps/cmd_init_extractors.cpp (issue 3)
 void add_features(CLI::App& root);         // apps/cmd_features.cpp (SPEC 3-4 audit dump)
 // Verbs added by later work register here (one line each).

@@ -23,7 +23,7 @@ template <typename... Args>
 }  // namespace cmdr
 
 // CMDR_CHECK(cond, pieces...): throws cmdr::Error with the pieces when cond is false.
-#define CMDR_CHECK(cond, ...)            \
-  do {                                   \
+#define CMDR_CHECK(cond, ...)               \
+  do {                                      \
     if (!(cond)) ::cmdr::fail(__VA_ARGS__); \
   } while (0)

@@ -42,7 +42,9 @@ void Profiler::enable(bool on) {
   if (on && g_origin == 0) g_origin = now_ns();
   g_enabled.store(on, std::memory_order_relaxed);
 }
-bool Profiler::enabled() { return g_enabled.load(std::memory_order_relaxed); }
+bool Profiler::enabled() {
+  return g_enabled.load(std::memory_order_relaxed);
+}
 
 void Profiler::reset() {
   std::lock_guard<std::mutex> lk(g_mu);
@@ -76,13 +78,11 @@ void Profiler::print_table(std::ostream& os) {
   for (auto& [name, s] : rows) {
     double sec = s.ns * 1e-9;
     std::snprintf(line, sizeof line, "%-28s %8lld %11.2f %6.1f%% %9.2f %8.2f\n", name.c_str(),
-                  static_cast<long long>(s.calls), s.ns * 1e-6,
-                  total ? 100.0 * s.ns / total : 0.0, sec > 0 ? s.flops / sec * 1e-9 : 0.0,
-                  sec > 0 ? s.bytes / sec * 1e-9 : 0.0);
+                  static_cast<long long>(s.calls), s.ns * 1e-6, total ? 100.0 * s.ns / total : 0.0,
+                  sec > 0 ? s.flops / sec * 1e-9 : 0.0, sec > 0 ? s.bytes / sec * 1e-9 : 0.0);
     os << line;
   }
-  std::snprintf(line, sizeof line, "%-28s %8s %11.2f\n", "total (profiled ops)", "",
-                total * 1e-6);
+  std::snprintf(line, sizeof line, "%-28s %8s %11.2f\n", "total (profiled ops)", "", total * 1e-6);
   os << line;
 }
 

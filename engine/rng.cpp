@@ -12,7 +12,9 @@ uint64_t splitmix64(uint64_t& x) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
-inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+inline uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 }  // namespace
 
 Rng::Rng(uint64_t seed) {
@@ -32,7 +34,9 @@ uint64_t Rng::next_u64() {
   return result;
 }
 
-double Rng::uniform01() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
+double Rng::uniform01() {
+  return static_cast<double>(next_u64() >> 11) * 0x1.0p-53;
+}
 
 float Rng::uniform(float lo, float hi) {
   return lo + static_cast<float>(uniform01() * (static_cast<double>(hi) - lo));
@@ -62,7 +66,9 @@ int64_t Rng::below(int64_t n) {
   return static_cast<int64_t>(x % un);
 }
 
-bool Rng::bernoulli(double p) { return uniform01() < p; }
+bool Rng::bernoulli(double p) {
+  return uniform01() < p;
+}
 
 void Rng::fill_uniform(Tensor& t, float lo, float hi) {
   Tensor c = t.contiguous();

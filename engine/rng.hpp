@@ -15,14 +15,15 @@ class Rng {
   explicit Rng(uint64_t seed = 0);
   uint64_t next_u64();
   uint32_t next_u32() { return static_cast<uint32_t>(next_u64() >> 32); }
-  double uniform01();                          // [0, 1), 53 random bits
-  float uniform(float lo, float hi);           // [lo, hi)
-  double normal();                             // standard normal (Box-Muller, cached pair)
-  int64_t below(int64_t n);                    // uniform integer in [0, n), unbiased
-  bool bernoulli(double p);                    // true with probability p
+  double uniform01();                 // [0, 1), 53 random bits
+  float uniform(float lo, float hi);  // [lo, hi)
+  double normal();                    // standard normal (Box-Muller, cached pair)
+  int64_t below(int64_t n);           // uniform integer in [0, n), unbiased
+  bool bernoulli(double p);           // true with probability p
   template <typename T>
   void shuffle(std::vector<T>& v) {  // Fisher-Yates
-    for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i) std::swap(v[i], v[below(i + 1)]);
+    for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i)
+      std::swap(v[i], v[below(i + 1)]);
   }
 
   // Fill helpers (row-major order, so results do not depend on the thread count).

@@ -54,7 +54,9 @@ Tensor Tensor::zeros(const Shape& shape) {
   return t;
 }
 
-Tensor Tensor::ones(const Shape& shape) { return full(shape, 1.0f); }
+Tensor Tensor::ones(const Shape& shape) {
+  return full(shape, 1.0f);
+}
 
 Tensor Tensor::full(const Shape& shape, float value) {
   Tensor t = empty(shape);
@@ -63,8 +65,8 @@ Tensor Tensor::full(const Shape& shape, float value) {
 }
 
 Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values) {
-  CMDR_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "Tensor::from_vector: ",
-             values.size(), " values for shape ", shape_str(shape));
+  CMDR_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape),
+             "Tensor::from_vector: ", values.size(), " values for shape ", shape_str(shape));
   Tensor t = empty(shape);
   std::copy(values.begin(), values.end(), t.data());
   return t;
@@ -77,8 +79,12 @@ int64_t Tensor::norm_dim(int64_t d, const char* what) const {
   return r;
 }
 
-int64_t Tensor::size(int64_t d) const { return shape_[norm_dim(d, "Tensor::size")]; }
-int64_t Tensor::stride(int64_t d) const { return strides_[norm_dim(d, "Tensor::stride")]; }
+int64_t Tensor::size(int64_t d) const {
+  return shape_[norm_dim(d, "Tensor::size")];
+}
+int64_t Tensor::stride(int64_t d) const {
+  return strides_[norm_dim(d, "Tensor::stride")];
+}
 
 bool Tensor::is_contiguous() const {
   int64_t acc = 1;
@@ -189,8 +195,8 @@ Tensor Tensor::transpose(int64_t a, int64_t b) const {
 Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const {
   d = norm_dim(d, "Tensor::slice");
   CMDR_CHECK(step >= 1, "Tensor::slice: step must be >= 1, got ", step);
-  CMDR_CHECK(0 <= start && start <= end && end <= shape_[d], "Tensor::slice: range [", start,
-             ", ", end, ") invalid for dimension ", d, " of shape ", str());
+  CMDR_CHECK(0 <= start && start <= end && end <= shape_[d], "Tensor::slice: range [", start, ", ",
+             end, ") invalid for dimension ", d, " of shape ", str());
   Tensor t = *this;
   t.offset_ += start * strides_[d];
   t.shape_[d] = (end - start + step - 1) / step;
@@ -241,8 +247,7 @@ Tensor Tensor::clone() const {
 }
 
 void Tensor::copy_(const Tensor& src) {
-  CMDR_CHECK(shape_ == src.shape_, "Tensor::copy_: destination ", str(), " vs source ",
-             src.str());
+  CMDR_CHECK(shape_ == src.shape_, "Tensor::copy_: destination ", str(), " vs source ", src.str());
   if (is_contiguous() && src.is_contiguous()) {
     std::memmove(data(), src.data(), static_cast<std::size_t>(numel()) * sizeof(float));
     return;

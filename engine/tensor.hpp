@@ -52,7 +52,7 @@ class Tensor {
   const float* data() const;
   float& at(std::initializer_list<int64_t> idx);
   float at(std::initializer_list<int64_t> idx) const;
-  float item() const;  // a single-element tensor's value
+  float item() const;                    // a single-element tensor's value
   std::vector<float> to_vector() const;  // row-major copy
 
   // --- views (no copy) -----------------------------------------------------------------
@@ -70,8 +70,8 @@ class Tensor {
   Tensor flatten() const { return reshape({numel()}); }
 
   // --- copies ---------------------------------------------------------------------------
-  Tensor contiguous() const;  // returns *this when already contiguous
-  Tensor clone() const;       // always a fresh contiguous copy
+  Tensor contiguous() const;      // returns *this when already contiguous
+  Tensor clone() const;           // always a fresh contiguous copy
   void copy_(const Tensor& src);  // elementwise copy, shapes must match
   void fill_(float v);
   static Tensor concat(const std::vector<Tensor>& parts, int64_t d);

@@ -25,11 +25,39 @@ namespace cmdr::ops {
 
 // ---- the closed op table (ggml style); profiler names and autograd node kinds ----------
 enum class Op : int {
-  Linear, Matmul, BatchedMatmul, Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d,
-  BatchNorm, LayerNorm, Gelu, Relu, Sigmoid, Tanh, Softmax, Dropout,
-  Add, Sub, Mul, Div, Exp, Sqrt, Sum, Mean, Max, L2Normalize, CosineSimilarity,
-  Attention, AvgPool2d, AdaptiveAvgPool2d, UpsampleBilinear2d, ResizeNearest2d,
-  IndexSelect, IndexAdd,
+  Linear,
+  Matmul,
+  BatchedMatmul,
+  Conv1d,
+  Conv2d,
+  ConvTranspose1d,
+  ConvTranspose2d,
+  BatchNorm,
+  LayerNorm,
+  Gelu,
+  Relu,
+  Sigmoid,
+  Tanh,
+  Softmax,
+  Dropout,
+  Add,
+  Sub,
+  Mul,
+  Div,
+  Exp,
+  Sqrt,
+  Sum,
+  Mean,
+  Max,
+  L2Normalize,
+  CosineSimilarity,
+  Attention,
+  AvgPool2d,
+  AdaptiveAvgPool2d,
+  UpsampleBilinear2d,
+  ResizeNearest2d,
+  IndexSelect,
+  IndexAdd,
   kCount
 };
 const char* op_name(Op op);  // "linear", "matmul", ... (table in ops/op_table.cpp)
@@ -37,13 +65,17 @@ const char* op_name(Op op);  // "linear", "matmul", ... (table in ops/op_table.c
 // ---- dense ------------------------------------------------------------------------------
 // linear: x [..., K], weight [N, K], bias [N] or undefined -> y [..., N]   (y = x·Wᵀ + b)
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias);
-struct LinearGrads { Tensor dx, dweight, dbias; };
+struct LinearGrads {
+  Tensor dx, dweight, dbias;
+};
 LinearGrads linear_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
                             bool need_dx = true, bool need_dweight = true, bool need_dbias = true);
 
 // matmul: a [M, K] (or [K, M] if trans_a), b [K, N] (or [N, K] if trans_b) -> [M, N]
 Tensor matmul_forward(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
-struct MatmulGrads { Tensor da, db; };
+struct MatmulGrads {
+  Tensor da, db;
+};
 MatmulGrads matmul_backward(const Tensor& dy, const Tensor& a, const Tensor& b, bool trans_a,
                             bool trans_b, bool need_da = true, bool need_db = true);
 
@@ -57,7 +89,9 @@ MatmulGrads bmm_backward(const Tensor& dy, const Tensor& a, const Tensor& b, boo
 //   Lout = (L + 2·pad − k) / stride + 1
 Tensor conv1d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride,
                       int64_t pad);
-struct ConvGrads { Tensor dx, dweight, dbias; };
+struct ConvGrads {
+  Tensor dx, dweight, dbias;
+};
 ConvGrads conv1d_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, int64_t stride,
                           int64_t pad, bool need_dx = true, bool need_dweight = true,
                           bool need_dbias = true);
@@ -86,20 +120,28 @@ ConvGrads conv_transpose2d_backward(const Tensor& dy, const Tensor& x, const Ten
 //   accumulated in float64); if running_mean/var are defined, update them in place:
 //   r ← (1 − momentum)·r + momentum·stat, with the UNBIASED variance.
 // eval: normalise with running_mean / running_var.
-struct BatchNormSaved { Tensor mean, invstd; };  // [C] each, what backward needs
+struct BatchNormSaved {
+  Tensor mean, invstd;
+};  // [C] each, what backward needs
 Tensor batch_norm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                          Tensor running_mean, Tensor running_var, bool training,
-                          float momentum, float eps, BatchNormSaved* saved = nullptr);
-struct BatchNormGrads { Tensor dx, dweight, dbias; };
+                          Tensor running_mean, Tensor running_var, bool training, float momentum,
+                          float eps, BatchNormSaved* saved = nullptr);
+struct BatchNormGrads {
+  Tensor dx, dweight, dbias;
+};
 // Backward of the training-mode forward (batch statistics depend on x).
 BatchNormGrads batch_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
                                    const BatchNormSaved& saved);
 
 // layer_norm over the last dimension D: x [..., D], weight/bias [D] or undefined.
-struct LayerNormSaved { Tensor mean, rstd; };  // [rows] each
+struct LayerNormSaved {
+  Tensor mean, rstd;
+};  // [rows] each
 Tensor layer_norm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps,
                           LayerNormSaved* saved = nullptr);
-struct LayerNormGrads { Tensor dx, dweight, dbias; };
+struct LayerNormGrads {
+  Tensor dx, dweight, dbias;
+};
 LayerNormGrads layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
                                    const LayerNormSaved& saved);
 
@@ -132,7 +174,9 @@ Tensor add_forward(const Tensor& a, const Tensor& b);
 Tensor sub_forward(const Tensor& a, const Tensor& b);
 Tensor mul_forward(const Tensor& a, const Tensor& b);
 Tensor div_forward(const Tensor& a, const Tensor& b);
-struct BinaryGrads { Tensor da, db; };
+struct BinaryGrads {
+  Tensor da, db;
+};
 BinaryGrads add_backward(const Tensor& dy, const Shape& a_shape, const Shape& b_shape);
 BinaryGrads sub_backward(const Tensor& dy, const Shape& a_shape, const Shape& b_shape);
 BinaryGrads mul_backward(const Tensor& dy, const Tensor& a, const Tensor& b);
@@ -165,7 +209,10 @@ BinaryGrads cosine_similarity_backward(const Tensor& dy, const Tensor& a, const 
 // consecutive windows of `window` tokens (the last one shorter when T % window != 0; its
 // missing keys get no attention, SPEC 5.2). probs = softmax(q·kᵀ·scale) per window;
 // attention dropout (p_drop, training) on probs; out = probs·v -> [B, H, T, d].
-struct AttentionSaved { Tensor probs; Tensor drop_mask; };  // probs after softmax (pre-drop)
+struct AttentionSaved {
+  Tensor probs;
+  Tensor drop_mask;
+};  // probs after softmax (pre-drop)
 // probs layout: window == 0 → [B, H, T, T]; window > 0 → [B, H, nw, W, W] (nw = ceil(T/W)),
 // the last window's rem×rem probabilities in the top-left of its slot, zeros elsewhere.
 // drop_mask: same shape, 0 or 1/(1 − p), drawn Bernoulli(1 − p) in row-major order over the
@@ -173,7 +220,9 @@ struct AttentionSaved { Tensor probs; Tensor drop_mask; };  // probs after softm
 Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                          int64_t window, float p_drop, bool training, Rng* rng,
                          AttentionSaved* saved = nullptr);
-struct AttentionGrads { Tensor dq, dk, dv; };
+struct AttentionGrads {
+  Tensor dq, dk, dv;
+};
 AttentionGrads attention_backward(const Tensor& dy, const Tensor& q, const Tensor& k,
                                   const Tensor& v, float scale, int64_t window, float p_drop,
                                   const AttentionSaved& saved);

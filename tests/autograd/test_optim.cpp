@@ -7,9 +7,9 @@
 #include <memory>
 #include <string>
 
-#include "tests/test_util.hpp"
 #include "autograd/modules.hpp"
 #include "autograd/optim.hpp"
+#include "tests/test_util.hpp"
 
 using namespace cmdr;
 using namespace cmdr::ag;
