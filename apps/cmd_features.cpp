@@ -18,6 +18,7 @@
 #include "io/transforms.hpp"
 #include "models/dino_vit.hpp"
 #include "models/feature_assembly.hpp"
+#include "models/pipeline.hpp"
 #include "models/point_mae.hpp"
 
 namespace cmdr::app {
@@ -37,78 +38,51 @@ void say(const std::string& s) {
 }
 
 void run_features(const FeaturesArgs& a) {
-  CMDR_CHECK(a.size >= 3, "features: --size ", a.size, " must be >= 3");
+  CMDR_CHECK(a.size >= 8, "features: --size ", a.size, " must be >= 8");
   const int64_t S = a.size;
   const int64_t t0 = now_ns();
   if (a.profile) {
     Profiler::reset();
     Profiler::enable(true);
   }
-  // Weights first: a bad file fails before any compute.
-  models::DinoVit vit;
-  bool random = false;
-  {
-    st::File f(a.rgb_weights);
-    models::LoadReport r = vit.load(f);
-    random |= r.random_weights;
-    if (!r.note().empty()) say(r.note());
+  // Weights first: a bad file fails before any compute. One code path with train/evaluate/
+  // detect (models/pipeline.hpp).
+  models::ExtractorOptions eo;
+  eo.bn_running_stats = a.bn_running_stats;
+  const models::Extractors ex =
+      models::load_extractors(a.rgb_weights, a.xyz_weights, eo, globals().quiet);
+  const models::SampleFeatures f = models::extract_features(ex, a.rgb, a.xyz, S, true);
+  say(std::to_string(f.n_valid_points) + " valid points of " + std::to_string(S * S));
+  CMDR_CHECK(f.has_3d, "features: ", f.warning);
+  models::Sample s = models::expand_features(f, ex.rgb_dim(), ex.xyz_dim());
+  if (a.assembly == "sparse") {  // the SPEC 10 operator form, for comparison with dense
+    s.xyz = models::assemble_xyz_sparse(f.points, f.pixel, f.centers, f.group_features, S);
+    s.valid = models::valid_mask(s.xyz);
   }
-  models::PointMaeConfig pcfg;
-  pcfg.bn_running_stats = a.bn_running_stats;
-  models::PointMae pmae(pcfg);
-  {
-    st::File f(a.xyz_weights);
-    models::LoadReport r = pmae.load(f);
-    random |= r.random_weights;
-    if (!r.note().empty()) say(r.note());
-  }
-  // SPEC 3.1 / 3.2 transforms.
-  io::Image8 img = io::read_rgb_png(a.rgb);
-  Tensor rgb_input = io::rgb_transform(img, S);
-  Tensor vit_input = S == vit.cfg.image ? rgb_input : io::rgb_transform(img, vit.cfg.image);
-  img = io::Image8();
-  Tensor pc_resized = io::cloud_transform(io::read_xyz_tiff(a.xyz), S);
-  // SPEC 4.1
-  Tensor rgb_tokens = models::dino_vit_forward(vit, vit_input);
-  vit_input = Tensor();
-  // SPEC 4.2 on the valid points of the resized cloud
-  models::ValidPoints vp = models::valid_points(pc_resized);
-  say(std::to_string(vp.xyz.size(0)) + " valid points of " + std::to_string(S * S));
-  CMDR_CHECK(vp.xyz.size(0) >= pcfg.group_size, "features: '", a.xyz, "' has only ", vp.xyz.size(0),
-             " valid points after resizing to ", S, "×", S,
-             ", fewer than the Point-MAE group size ", pcfg.group_size,
-             ": no 3D features for this sample (2D-only)");
-  models::PointMaeOutput pm = models::point_mae_forward(pmae, vp.xyz);
-  // SPEC 4.3
-  Tensor rgb_patch = models::assemble_rgb(rgb_tokens, vit.cfg.grid(), S);
-  Tensor xyz_patch = a.assembly == "sparse"
-                         ? models::assemble_xyz_sparse(vp.xyz, vp.pixel, pm.centers, pm.features, S)
-                         : models::assemble_xyz(vp.xyz, vp.pixel, pm.centers, pm.features, S);
-  Tensor valid = models::valid_mask(xyz_patch);
 
   st::Writer w;
-  w.add("rgb_input", rgb_input);
-  w.add("pc_resized", pc_resized);
-  w.add("rgb_tokens", rgb_tokens);
-  w.add("xyz_centers", pm.centers);
-  w.add("xyz_group_features", pm.features);
-  w.add("rgb_patch", rgb_patch);
-  w.add("xyz_patch", xyz_patch);
-  w.add("valid", valid);
+  w.add("rgb_input", f.rgb_input);
+  w.add("pc_resized", f.pc_resized);
+  w.add("rgb_tokens", f.rgb_tokens);
+  w.add("xyz_centers", f.centers);
+  w.add("xyz_group_features", f.group_features);
+  w.add("rgb_patch", s.rgb);
+  w.add("xyz_patch", s.xyz);
+  w.add("valid", s.valid);
   w.set_metadata("cmdr.size", std::to_string(S));
   w.set_metadata("cmdr.rgb", a.rgb);
   w.set_metadata("cmdr.xyz", a.xyz);
   w.set_metadata("cmdr.assembly", a.assembly);
   w.set_metadata("cmdr.bn", a.bn_running_stats ? "running_stats" : "sample_stats");
-  if (random) w.set_metadata(models::kRandomWeightsKey, "true");
+  if (ex.random) w.set_metadata(models::kRandomWeightsKey, "true");
   w.write(a.dump);
   double nvalid = 0;
-  for (float v : valid.to_vector()) nvalid += v;
+  for (float v : s.valid.to_vector()) nvalid += v;
   say("wrote " + a.dump + " (" + std::to_string(static_cast<int64_t>(nvalid)) +
       " valid positions, " + std::to_string((now_ns() - t0) / 1000000) + " ms, peak " +
       std::to_string(memory_stats().peak_bytes >> 20) + " MiB)");
   if (a.profile) Profiler::print_table(std::cerr);
-  if (random)
+  if (ex.random)
     std::cerr << "features: WARNING: computed with RANDOM extractor weights; the dump is for "
                  "plumbing tests only.\n";
 }

@@ -4,6 +4,8 @@
 // --quiet) are parsed by main.cpp and read through globals().
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <string>
+#include <utility>
 
 namespace cmdr::app {
 
@@ -21,6 +23,18 @@ void add_metrics(CLI::App& root);          // apps/cmd_metrics.cpp (SPEC 8)
 void add_preprocess(CLI::App& root);       // apps/cmd_preprocess.cpp (SPEC 2)
 void add_init_extractors(CLI::App& root);  // apps/cmd_init_extractors.cpp (issue 3)
 void add_features(CLI::App& root);         // apps/cmd_features.cpp (SPEC 3-4 audit dump)
+void add_train(CLI::App& root);            // apps/cmd_train.cpp (SPEC 6, issue 5)
+void add_evaluate(CLI::App& root);         // apps/cmd_evaluate.cpp (SPEC 8 tables)
+void add_detect(CLI::App& root);           // apps/cmd_detect.cpp (per-sample OK/NOK)
+void add_score(CLI::App& root);            // apps/cmd_score.cpp (audit dump)
+void add_demo(CLI::App& root);             // apps/cmd_demo.cpp (synth -> train -> evaluate)
+// apps/cmd_points.cpp: `points train|evaluate` (issue 5 item 6, 3D-only point clouds)
+void add_points(CLI::App& root);
 // Verbs added by later work register here (one line each).
+
+// Seeded random extractor files (dino_vit_b8.safetensors, point_mae.safetensors) in `dir`;
+// returns their paths (apps/cmd_init_extractors.cpp).
+std::pair<std::string, std::string> write_random_extractors(const std::string& dir, uint64_t seed,
+                                                            bool print);
 
 }  // namespace cmdr::app

@@ -32,6 +32,12 @@ int main(int argc, char** argv) {
   add_preprocess(root);
   add_init_extractors(root);
   add_features(root);
+  add_train(root);
+  add_evaluate(root);
+  add_detect(root);
+  add_score(root);
+  add_demo(root);
+  add_points(root);
 
   try {
     root.parse(argc, argv);

@@ -1,0 +1,63 @@
+#pragma once
+// Flags and helpers shared by the verbs that run the extractors and the networks
+// (train, evaluate, detect, score, demo): extractor weights, checkpoint loading with the
+// hash check, --profile.
+#include <CLI/CLI.hpp>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/checkpoint.hpp"
+#include "models/pipeline.hpp"
+#include "models/workflow.hpp"
+
+namespace cmdr::app {
+
+struct ExtractorArgs {
+  std::string rgb_weights, xyz_weights;
+  bool allow_mismatch = false;
+  int64_t groups = 1024, group_size = 128;
+  bool bn_running_stats = false;
+};
+// --rgb-weights, --xyz-weights (+ for inference verbs --allow-weight-mismatch).
+void add_weight_flags(CLI::App* c, ExtractorArgs& a, bool inference);
+// --groups, --group-size, --bn-running-stats (training only: a checkpoint records them).
+void add_group_flags(CLI::App* c, ExtractorArgs& a);
+
+// Loads the extractors a checkpoint needs: the files given on the command line, else the
+// paths recorded in the checkpoint (when they still exist); checks the SHA-256 hashes.
+models::Extractors extractors_for(const models::LoadedCheckpoint& ck, const ExtractorArgs& a,
+                                  const char* verb);
+
+struct CheckpointArgs {
+  std::string path, mode;
+  int64_t size = 0;
+};
+void add_checkpoint_flags(CLI::App* c, CheckpointArgs& a, bool allow_dir = false);
+models::LoadedCheckpoint open_checkpoint(const CheckpointArgs& a);
+
+// --profile: enable before the work, report after (table on stderr, Chrome trace file).
+void profile_begin(bool on);
+void profile_end(bool on, const std::string& trace_path);
+
+// Refuses an existing non-empty directory unless force (nothing overwritten silently).
+void require_empty_dir(const std::string& dir, bool force, const char* flag);
+
+// apps/cmd_train.cpp: runs a training job (extractor resolution, summary on stdout); `demo`
+// calls it too.
+models::TrainReport run_train_job(models::TrainJob job, const ExtractorArgs& exa,
+                                  bool random_extractors, uint64_t random_seed, bool profile);
+
+// apps/cmd_evaluate.cpp: evaluates the classes, prints both tables, returns the JSON.
+struct EvaluateArgs {
+  std::string data, json, save_maps, heatmaps;
+  std::vector<std::string> classes;  // empty with all = true
+  bool all = false, profile = false;
+  float threshold = std::numeric_limits<float>::quiet_NaN();
+};
+// --checkpoint: one file, or a folder of <class>.safetensors (one per class, for --all).
+nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
+                            const ExtractorArgs& exa);
+
+}  // namespace cmdr::app

@@ -1,0 +1,172 @@
+// `cmdr-iad evaluate --data ROOT --class C|--all --checkpoint CKPT [--json OUT]
+//  [--save-maps DIR] [--heatmaps DIR] [--profile]`: SPEC 8 metrics of a checkpoint on the
+// test split, in the paper's protocol (S×S, per-image normalised maps, 99 thresholds) and
+// the official MVTec 3D-AD protocol (maps at native gt resolution, no normalisation, image
+// score = map max, 100 thresholds).
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "apps/cli_common.hpp"
+#include "apps/commands.hpp"
+#include "engine/error.hpp"
+#include "io/metrics.hpp"
+#include "io/mvtec.hpp"
+
+namespace cmdr::app {
+
+namespace {
+
+nlohmann::json class_json(const metrics::Result& r) {
+  nlohmann::json j = metrics::to_json(r);
+  j.erase("protocol");
+  return j;
+}
+
+nlohmann::json mean_json(const std::vector<metrics::Result>& rs) {
+  metrics::Result m;
+  for (const auto& r : rs) {
+    m.i_auroc += r.i_auroc / static_cast<double>(rs.size());
+    m.p_auroc += r.p_auroc / static_cast<double>(rs.size());
+    for (int k = 0; k < 4; ++k) m.aupro[k] += r.aupro[k] / static_cast<double>(rs.size());
+  }
+  return class_json(m);
+}
+
+}  // namespace
+
+nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
+                            const ExtractorArgs& exa) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> classes = a.classes;
+  if (a.all) {
+    classes = io::list_classes(a.data);
+    CMDR_CHECK(!classes.empty(), "evaluate: --all: no class folder under --data '", a.data, "'");
+  }
+  CMDR_CHECK(!classes.empty(), "evaluate: give --class C or --all");
+  // --checkpoint is one file, or a folder holding <class>.safetensors per class.
+  const bool per_class = fs::is_directory(ca.path);
+  auto ckpt_of = [&](const std::string& cls) {
+    CheckpointArgs c = ca;
+    if (per_class) {
+      c.path = (fs::path(ca.path) / (cls + ".safetensors")).string();
+      CMDR_CHECK(fs::is_regular_file(c.path), "evaluate: --checkpoint folder '", ca.path,
+                 "' has no '", cls, ".safetensors'");
+    }
+    return c;
+  };
+  models::LoadedCheckpoint first = open_checkpoint(ckpt_of(classes[0]));
+  const models::Extractors ex = extractors_for(first, exa, "evaluate");
+  const int64_t side = first.model->config().side;
+  std::vector<std::pair<std::string, metrics::Result>> paper_rows, official_rows;
+  nlohmann::json out;
+  out["protocol"] = "paper";
+  out["checkpoint"] = ca.path;
+  out["classes"] = nlohmann::json::object();
+  out["official"] = {{"protocol", "mvtec"}, {"classes", nlohmann::json::object()}};
+  for (const std::string& cls : classes) {
+    models::LoadedCheckpoint ck =
+        cls == classes[0] ? std::move(first) : open_checkpoint(ckpt_of(cls));
+    models::check_extractor_hashes(ck.meta, ex, exa.allow_mismatch);
+    CMDR_CHECK(ck.model->config().side == side, "evaluate: checkpoint '", ck.path,
+               "' has S = ", ck.model->config().side, ", the first one ", side,
+               ": one table needs one size");
+    if (!ck.meta.cls.empty() && ck.meta.cls != cls && !globals().quiet) {
+      std::cerr << "evaluate: note: checkpoint '" << ck.path << "' was trained on class '"
+                << ck.meta.cls << "', evaluating it on '" << cls << "'\n";
+    }
+    models::EvalJob job;
+    job.data = a.data;
+    job.cls = cls;
+    job.save_maps = a.save_maps;
+    job.heatmaps = a.heatmaps;
+    job.quiet = globals().quiet;
+    job.threshold_override = a.threshold;
+    const models::EvalReport r = models::evaluate_class(*ck.model, ck.meta, ex, job);
+    if (!r.ok) {
+      std::cerr << "evaluate: class '" << cls << "': no metrics: " << r.problem << "\n";
+      continue;
+    }
+    if (!r.problem.empty()) std::cerr << "evaluate: class '" << cls << "': " << r.problem << "\n";
+    paper_rows.emplace_back(cls, r.paper);
+    official_rows.emplace_back(cls, r.official);
+    nlohmann::json cj = class_json(r.paper);
+    cj["checkpoint"] = ck.path;
+    cj["checkpoint_sha256"] = ck.sha256;
+    cj["samples"] = r.samples;
+    cj["skipped"] = r.skipped;
+    cj["fallbacks"] = r.fallbacks;
+    cj["seconds"] = r.seconds;
+    cj["confusion_at_threshold"] = {
+        {"tp", r.true_pos}, {"fp", r.false_pos}, {"tn", r.true_neg}, {"fn", r.false_neg}};
+    out["classes"][cls] = cj;
+    out["official"]["classes"][cls] = class_json(r.official);
+    if (!globals().quiet) {
+      const double n = static_cast<double>(std::max<int64_t>(1, r.samples));
+      std::fprintf(stderr,
+                   "evaluate %s: %lld samples in %.1f s; per sample (ms): read %.0f, transform "
+                   "%.0f, rgb extractor %.0f, xyz extractor %.0f, assemble %.0f, networks+fusion "
+                   "%.0f\n",
+                   cls.c_str(), static_cast<long long>(r.samples), r.seconds, r.t.read / n,
+                   r.t.transform / n, r.t.rgb_extractor / n, r.t.xyz_extractor / n,
+                   r.t.assemble / n, r.t.networks / n);
+    }
+  }
+  const std::string trace = (a.json.empty() ? std::string("evaluate") : a.json) + ".trace.json";
+  profile_end(a.profile, trace);
+  CMDR_CHECK(!paper_rows.empty(), "evaluate: no class could be evaluated");
+  std::vector<metrics::Result> pr, orr;
+  for (auto& [k, v] : paper_rows) pr.push_back(v);
+  for (auto& [k, v] : official_rows) orr.push_back(v);
+  out["mean"] = mean_json(pr);
+  out["official"]["mean"] = mean_json(orr);
+  std::cout << "Paper protocol (S = " << side << ", per-image normalised maps, 99 thresholds):\n"
+            << metrics::format_table(paper_rows) << "\n"
+            << "Official MVTec 3D-AD protocol (native gt resolution, raw maps, image score = max, "
+               "100 thresholds):\n"
+            << metrics::format_table(official_rows);
+  if (!a.json.empty()) {
+    std::ofstream os(a.json);
+    CMDR_CHECK(os.good(), "evaluate: cannot write --json '", a.json, "'");
+    os << out.dump(2) << "\n";
+    CMDR_CHECK(os.good(), "evaluate: error writing --json '", a.json, "'");
+  }
+  return out;
+}
+
+void add_evaluate(CLI::App& root) {
+  auto a = std::make_shared<EvaluateArgs>();
+  auto ca = std::make_shared<CheckpointArgs>();
+  auto ea = std::make_shared<ExtractorArgs>();
+  auto cls = std::make_shared<std::string>();
+  CLI::App* c = root.add_subcommand(
+      "evaluate",
+      "SPEC 8 metrics of a checkpoint on a class's test split: the paper table (I-AUROC,\n"
+      "P-AUROC, AUPRO@30/10/5/1%) and the official MVTec 3D-AD protocol table");
+  c->add_option("--data", a->data, "dataset root (SPEC 1 layout)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  auto* oc = c->add_option("--class", *cls, "class to evaluate");
+  auto* oa = c->add_flag("--all", a->all, "every class folder under --data (same checkpoint)");
+  oc->excludes(oa);
+  add_checkpoint_flags(c, *ca, true);
+  add_weight_flags(c, *ea, true);
+  c->add_option("--json", a->json,
+                "write {protocol, classes{<c>{i_auroc,p_auroc,aupro{0.3,0.1,0.05,0.01}}}, mean, "
+                "official}");
+  c->add_option("--save-maps", a->save_maps,
+                "directory: <class>.safetensors (paper maps) and <class>_mvtec.safetensors, "
+                "readable by `cmdr-iad metrics --maps`");
+  c->add_option("--heatmaps", a->heatmaps, "directory: <class>/<defect>_<name>.png overlays");
+  c->add_option("--threshold", a->threshold, "decision threshold (default: the checkpoint's)");
+  c->add_flag("--profile", a->profile, "per-op profile table and a Chrome trace next to --json");
+  c->callback([a, ca, ea, cls] {
+    EvaluateArgs args = *a;
+    if (!cls->empty()) args.classes = {*cls};
+    CMDR_CHECK(args.all || !args.classes.empty(), "evaluate: give --class C or --all");
+    run_evaluate(args, *ca, *ea);
+  });
+}
+
+}  // namespace cmdr::app
