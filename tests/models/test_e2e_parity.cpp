@@ -267,8 +267,9 @@ TEST_CASE("e2e parity: 3 training steps (no dropout, sorted order) match PyTorch
       continue;
     }
     // Elements whose reference gradient had no reliable sign at some step (e2e.py SIGN_TAU:
-    // |g| < 1e-4·max|g|, rounding-noise level): Adam moves them by ~±lr regardless of |g|,
-    // so each such step may put them up to 2·lr (+5 % for the bias-corrected moments) apart.
+    // |g| < 1e-4·max|g|, the gradients' rounding level): Adam moves them by ~±lr regardless
+    // of |g|, so each such step may put them up to 2·lr (+5 % for the bias-corrected moments)
+    // apart.
     const std::string amb_key = "ambiguous_steps." + k;
     const std::vector<float> amb =
         ref.has(amb_key) ? ref.get(amb_key, /*convert=*/true).to_vector() : std::vector<float>();
@@ -289,7 +290,8 @@ TEST_CASE("e2e parity: 3 training steps (no dropout, sorted order) match PyTorch
   }
   CHECK(compared == static_cast<int64_t>(sd.size()));
   MESSAGE(compared, " tensors; worst weight rel err ", worst, " (", worst_clear,
-          " over elements with a reliable gradient sign); ", beyond,
-          " element(s) beyond 1e-4 relative, all sign-ambiguous, largest ", worst_ambiguous, "·lr");
+          " over unflagged elements); ", beyond,
+          " element(s) beyond 1e-4 relative, all flagged by the reference, largest ",
+          worst_ambiguous, "·lr");
   CHECK(model.steps() == 3);
 }
