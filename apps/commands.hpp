@@ -28,6 +28,8 @@ void add_evaluate(CLI::App& root);         // apps/cmd_evaluate.cpp (SPEC 8 tabl
 void add_detect(CLI::App& root);           // apps/cmd_detect.cpp (per-sample OK/NOK)
 void add_score(CLI::App& root);            // apps/cmd_score.cpp (audit dump)
 void add_demo(CLI::App& root);             // apps/cmd_demo.cpp (synth -> train -> evaluate)
+// apps/cmd_points.cpp: `points train|evaluate` (issue 5 item 6, 3D-only point clouds)
+void add_points(CLI::App& root);
 // Verbs added by later work register here (one line each).
 
 // Seeded random extractor files (dino_vit_b8.safetensors, point_mae.safetensors) in `dir`;

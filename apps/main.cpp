@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   add_detect(root);
   add_score(root);
   add_demo(root);
+  add_points(root);
 
   try {
     root.parse(argc, argv);

@@ -284,7 +284,8 @@ def assemble(tokens, grid, S, points, pixel, centers, feats):
     g = F.avg_pool2d(g, 3, stride=1)
     g = F.adaptive_avg_pool2d(g, (S, S))
     xyz_patch = g.reshape(C3, S * S).T.contiguous()
-    valid = (xyz_patch.sum(dim=1) != 0).float()
+    # SPEC 4.3 'sums to exactly 0' read as 'all-zero row' (see models/feature_assembly.cpp).
+    valid = (xyz_patch != 0).any(dim=1).float()
     return rgb_patch, xyz_patch, valid
 
 

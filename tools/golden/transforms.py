@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import st  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "transforms")
-os.makedirs(OUT, exist_ok=True)
 rng = np.random.default_rng(1234)
 
 
@@ -64,61 +63,90 @@ def mask_image(w, h):
     return a
 
 
-cases = []
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
-def add(name, arr, op, out_w, out_h):
-    in_file = f"{name}_in.png"
-    Image.fromarray(arr).save(os.path.join(OUT, in_file), optimize=True)
-    src = pad_edge(arr) if op.startswith("pad_") else arr
-    im = Image.fromarray(src)
-    resample = Image.BICUBIC if op.endswith("bicubic") else Image.NEAREST
-    res = np.asarray(im.resize((out_w, out_h), resample))
-    exp_file = f"{name}_{op}_{out_w}x{out_h}.png"
-    Image.fromarray(res).save(os.path.join(OUT, exp_file), optimize=True)
-    cases.append({"input": in_file, "op": op, "out_w": out_w, "out_h": out_h, "expected": exp_file})
+def normalize(img_u8):
+    """SPEC 3.1 ToTensor + Normalize (torchvision semantics written out in torch):
+    uint8 H×W×3 -> 3×H×W float32."""
+    t = torch.from_numpy(np.array(img_u8, copy=True)).permute(2, 0, 1).float().div(255)
+    return (t - MEAN) / STD
 
 
-# Small random images: every code path, values at 0/255 (clipping).
-for (w, h, ow, oh) in [(13, 7, 5, 9), (7, 13, 20, 20), (31, 17, 8, 8), (16, 16, 16, 5),
-                       (9, 9, 224, 224), (50, 3, 17, 1), (1, 1, 4, 3), (40, 40, 39, 41)]:
-    name = f"rand_{w}x{h}"
-    a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    add(name, a, "bicubic", ow, oh)
-    add(name + "_g", a[..., 0].copy(), "bicubic", ow, oh)
-    add(name + "_g", a[..., 0].copy(), "nearest", ow, oh)
-add("rand_25x11", rng.integers(0, 256, (11, 25, 3), dtype=np.uint8), "pad_bicubic", 12, 12)
+def rgb_transform(img_u8, side):
+    """SPEC 3.1: pad to square (edge), Pillow BICUBIC to side×side, normalise -> 3×S×S."""
+    res = np.asarray(Image.fromarray(pad_edge(img_u8)).resize((side, side), Image.BICUBIC))
+    return normalize(res)
 
-# Realistic sizes (MVTec 3D-AD rgb is 800x800 and smaller/larger non-square crops).
-for (w, h) in [(900, 400), (600, 800), (800, 800), (400, 900), (100, 60)]:
-    name = f"real_{w}x{h}"
-    a = smooth_image(w, h, 3)
-    add(name, a, "pad_bicubic", 224, 224)
-    add(name, a, "bicubic", 224, 224)
-    if (w, h) == (100, 60):
-        add(name, a, "bicubic", 333, 250)  # upscaling, non-square
-    m = mask_image(w, h)
-    add(name + "_gt", m, "pad_nearest", 224, 224)
-    add(name + "_gt", m, "nearest", 224, 224)
 
-with open(os.path.join(OUT, "cases.json"), "w") as f:
-    json.dump({"generator": "tools/golden/transforms.py", "pillow": Image.__version__,
-               "cases": cases}, f, indent=1)
+def cloud_transform(cloud_hw3, side):
+    """SPEC 3.2: H×W×3 float32 -> 3×S×S by torch interpolate(mode='nearest')."""
+    c = torch.from_numpy(np.ascontiguousarray(cloud_hw3, dtype=np.float32)).permute(2, 0, 1)
+    return torch.nn.functional.interpolate(c[None], size=(side, side), mode="nearest")[0]
 
-# SPEC 3.2: torch nearest source indices (interpolate an arange along each axis).
-tensors = {}
-pairs = [(800, 224), (224, 224), (112, 224), (900, 224), (600, 224), (1000, 224), (7, 224),
-         (300, 224), (224, 800), (400, 1000), (625, 224), (2000, 224)]
-for (i, o) in pairs:
-    x = torch.arange(i, dtype=torch.float32).view(1, 1, 1, i)
-    idx = torch.nn.functional.interpolate(x, size=(1, o), mode="nearest").view(-1)
-    tensors[f"nearest_{i}_{o}"] = idx.to(torch.int64)
-# SPEC 3.1 ToTensor + Normalize (torchvision semantics written out in torch).
-img = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
-t = torch.from_numpy(img).permute(2, 0, 1).float().div(255)
-mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-tensors["norm_in"] = torch.from_numpy(img)
-tensors["norm_out"] = (t - mean) / std
-st.save(os.path.join(OUT, "nearest_norm.safetensors"), tensors)
-print(len(cases), "cases written to", os.path.abspath(OUT))
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    cases = []
+
+
+    def add(name, arr, op, out_w, out_h):
+        in_file = f"{name}_in.png"
+        Image.fromarray(arr).save(os.path.join(OUT, in_file), optimize=True)
+        src = pad_edge(arr) if op.startswith("pad_") else arr
+        im = Image.fromarray(src)
+        resample = Image.BICUBIC if op.endswith("bicubic") else Image.NEAREST
+        res = np.asarray(im.resize((out_w, out_h), resample))
+        exp_file = f"{name}_{op}_{out_w}x{out_h}.png"
+        Image.fromarray(res).save(os.path.join(OUT, exp_file), optimize=True)
+        cases.append({"input": in_file, "op": op, "out_w": out_w, "out_h": out_h, "expected": exp_file})
+
+
+    # Small random images: every code path, values at 0/255 (clipping).
+    for (w, h, ow, oh) in [(13, 7, 5, 9), (7, 13, 20, 20), (31, 17, 8, 8), (16, 16, 16, 5),
+                           (9, 9, 224, 224), (50, 3, 17, 1), (1, 1, 4, 3), (40, 40, 39, 41)]:
+        name = f"rand_{w}x{h}"
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        add(name, a, "bicubic", ow, oh)
+        add(name + "_g", a[..., 0].copy(), "bicubic", ow, oh)
+        add(name + "_g", a[..., 0].copy(), "nearest", ow, oh)
+    add("rand_25x11", rng.integers(0, 256, (11, 25, 3), dtype=np.uint8), "pad_bicubic", 12, 12)
+
+    # Realistic sizes (MVTec 3D-AD rgb is 800x800 and smaller/larger non-square crops).
+    for (w, h) in [(900, 400), (600, 800), (800, 800), (400, 900), (100, 60)]:
+        name = f"real_{w}x{h}"
+        a = smooth_image(w, h, 3)
+        add(name, a, "pad_bicubic", 224, 224)
+        add(name, a, "bicubic", 224, 224)
+        if (w, h) == (100, 60):
+            add(name, a, "bicubic", 333, 250)  # upscaling, non-square
+        m = mask_image(w, h)
+        add(name + "_gt", m, "pad_nearest", 224, 224)
+        add(name + "_gt", m, "nearest", 224, 224)
+
+    with open(os.path.join(OUT, "cases.json"), "w") as f:
+        json.dump({"generator": "tools/golden/transforms.py", "pillow": Image.__version__,
+                   "cases": cases}, f, indent=1)
+
+    # SPEC 3.2: torch nearest source indices (interpolate an arange along each axis).
+    tensors = {}
+    pairs = [(800, 224), (224, 224), (112, 224), (900, 224), (600, 224), (1000, 224), (7, 224),
+             (300, 224), (224, 800), (400, 1000), (625, 224), (2000, 224)]
+    for (i, o) in pairs:
+        x = torch.arange(i, dtype=torch.float32).view(1, 1, 1, i)
+        idx = torch.nn.functional.interpolate(x, size=(1, o), mode="nearest").view(-1)
+        tensors[f"nearest_{i}_{o}"] = idx.to(torch.int64)
+    # SPEC 3.1 ToTensor + Normalize (torchvision semantics written out in torch).
+    img = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    t = torch.from_numpy(img).permute(2, 0, 1).float().div(255)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    tensors["norm_in"] = torch.from_numpy(img)
+    tensors["norm_out"] = (t - mean) / std
+    st.save(os.path.join(OUT, "nearest_norm.safetensors"), tensors)
+    print(len(cases), "cases written to", os.path.abspath(OUT))
+
+
+if __name__ == "__main__":
+    main()
