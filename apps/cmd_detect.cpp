@@ -79,6 +79,12 @@ void run_detect(const DetectArgs& a, const CheckpointArgs& ca, const ExtractorAr
     }
     samples.push_back({fs::path(a.rgb.empty() ? a.xyz : a.rgb).stem().string(), a.rgb, a.xyz});
   }
+  // Nothing overwritten silently: check every output before any work.
+  for (const Pair& p : samples) {
+    const std::string png = (fs::path(a.out) / (p.stem + "_heatmap.png")).string();
+    CMDR_CHECK(a.force || !fs::exists(png), "detect: '", png,
+               "' exists; pass --force to overwrite or choose another --out");
+  }
   models::LoadedCheckpoint ck = open_checkpoint(ca);
   const float thr = std::isfinite(a.threshold) ? a.threshold : ck.meta.threshold;
   if (!std::isfinite(thr)) {
@@ -91,8 +97,6 @@ void run_detect(const DetectArgs& a, const CheckpointArgs& ca, const ExtractorAr
   int64_t nok_count = 0;
   for (const Pair& p : samples) {
     const std::string png = (fs::path(a.out) / (p.stem + "_heatmap.png")).string();
-    CMDR_CHECK(a.force || !fs::exists(png), "detect: '", png,
-               "' exists; pass --force to overwrite or choose another --out");
     if (p.xyz.empty()) std::cerr << "detect: WARNING: " << p.rgb << ": no xyz file: 2D fallback\n";
     if (p.rgb.empty()) std::cerr << "detect: WARNING: " << p.xyz << ": no rgb file: 3D fallback\n";
     const models::ScoredSample r = models::score_sample(*ck.model, ex, p.rgb, p.xyz);
