@@ -10,6 +10,7 @@
 
 #include "apps/cli_common.hpp"
 #include "apps/commands.hpp"
+#include "apps/points3d_cmd.hpp"
 #include "engine/error.hpp"
 #include "io/metrics.hpp"
 #include "io/mvtec.hpp"
@@ -144,8 +145,13 @@ void add_evaluate(CLI::App& root) {
       "evaluate",
       "SPEC 8 metrics of a checkpoint on a class's test split: the paper table (I-AUROC,\n"
       "P-AUROC, AUPRO@30/10/5/1%) and the official MVTec 3D-AD protocol table");
-  c->add_option("--data", a->data, "dataset root (SPEC 1 layout)")
-      ->required()
+  c->add_option("--data", a->data, "dataset root (SPEC 1 layout); required unless --points")
+      ->check(CLI::ExistingDirectory);
+  auto points = std::make_shared<std::string>();
+  c->add_option("--points", *points,
+                "the point-cloud experiment (mode 3d, issue 5 item 6): test chunks under "
+                "DIR/test with a checkpoint of `train --mode 3d --points`; prints I-AUROC, "
+                "P-AUROC (per point), AUPRO")
       ->check(CLI::ExistingDirectory);
   auto* oc = c->add_option("--class", *cls, "class to evaluate");
   auto* oa = c->add_flag("--all", a->all, "every class folder under --data (same checkpoint)");
@@ -161,7 +167,13 @@ void add_evaluate(CLI::App& root) {
   c->add_option("--heatmaps", a->heatmaps, "directory: <class>/<defect>_<name>.png overlays");
   c->add_option("--threshold", a->threshold, "decision threshold (default: the checkpoint's)");
   c->add_flag("--profile", a->profile, "per-op profile table and a Chrome trace next to --json");
-  c->callback([a, ca, ea, cls] {
+  c->callback([a, ca, ea, cls, points, c] {
+    if (!points->empty()) {
+      evaluate_points_from_flags(*c, {*points, ca->path, ca->mode, ea->xyz_weights, a->json,
+                                      ea->allow_mismatch, a->profile});
+      return;
+    }
+    CMDR_CHECK(!a->data.empty(), "evaluate: --data ROOT is required (or --points DIR)");
     EvaluateArgs args = *a;
     if (!cls->empty()) args.classes = {*cls};
     CMDR_CHECK(args.all || !args.classes.empty(), "evaluate: give --class C or --all");

@@ -2,10 +2,12 @@
 // unorganised point-cloud chunks (issue 5 item 6). The work is done by
 // models::run_points_train / run_points_evaluate (models/points3d.hpp); this file only maps
 // flags onto their option structs, shared with `train/evaluate --mode 3d --points DIR`.
+#include <initializer_list>
 #include <memory>
 
 #include "apps/commands.hpp"
 #include "apps/points3d_cmd.hpp"
+#include "engine/error.hpp"
 #include "io/pointcloud.hpp"
 
 namespace cmdr::app {
@@ -31,6 +33,68 @@ void add_points_eval_options(CLI::App& cmd, models::PointsEvalOptions& o) {
   cmd.add_flag("--profile", o.profile, "print the per-op time table at the end");
   cmd.add_flag("--ignore-weights-hash", o.ignore_hash,
                "evaluate even if --xyz-weights differ from the checkpoint's (loud warning)");
+}
+
+namespace {
+
+void reject_flags(const CLI::App& c, const char* verb, std::initializer_list<const char*> names) {
+  for (const char* n : names) {
+    const CLI::Option* o = c.get_option_no_throw(n);
+    CMDR_CHECK(o == nullptr || o->count() == 0, verb, ": ", n,
+               " does not apply with --points (the point-cloud "
+               "experiment; see `cmdr-iad points --help`)");
+  }
+}
+
+// The option's count, 0 when the verb has no such option.
+std::size_t given(const CLI::App& c, const char* name) {
+  const CLI::Option* o = c.get_option_no_throw(name);
+  return o == nullptr ? 0 : o->count();
+}
+
+}  // namespace
+
+void train_points_from_flags(const CLI::App& c, const TrainFlagsForPoints& f) {
+  CMDR_CHECK(f.mode == "3d", "train: --points needs --mode 3d (got '", f.mode,
+             "'): the point-cloud experiment trains Decoder3D only");
+  reject_flags(c, "train",
+               {"--data", "--class", "--rgb-weights", "--resume", "--init", "--steps",
+                "--dump-losses", "--no-dropout", "--no-shuffle"});
+  CMDR_CHECK(!f.xyz_weights.empty() || given(c, "--random-extractors") > 0,
+             "train: --points needs --xyz-weights (Point-MAE safetensors) or "
+             "--random-extractors SEED");
+  models::PointsTrainOptions o;
+  o.points_dir = f.dir;
+  o.out = f.out;
+  o.xyz_weights = given(c, "--random-extractors") > 0 ? "" : f.xyz_weights;
+  if (given(c, "--size")) o.side = f.side;
+  if (given(c, "--groups")) o.pmae.num_group = f.groups;
+  if (given(c, "--group-size")) o.pmae.group_size = f.group_size;
+  if (given(c, "--epochs")) o.epochs = f.epochs;
+  if (given(c, "--lr")) o.lr = f.lr;
+  o.clip_grad = f.clip_grad;
+  o.pmae.bn_running_stats = f.bn_running_stats;
+  o.profile = f.profile;
+  o.seed = globals().seed;
+  o.quiet = globals().quiet;
+  models::run_points_train(o);
+}
+
+void evaluate_points_from_flags(const CLI::App& c, const EvalFlagsForPoints& f) {
+  CMDR_CHECK(f.mode.empty() || f.mode == "3d", "evaluate: --points is mode 3d (got --mode '",
+             f.mode, "')");
+  reject_flags(c, "evaluate",
+               {"--data", "--class", "--all", "--rgb-weights", "--save-maps", "--heatmaps",
+                "--threshold", "--size"});
+  models::PointsEvalOptions o;
+  o.points_dir = f.dir;
+  o.checkpoint = f.checkpoint;
+  o.xyz_weights = f.xyz_weights;
+  o.ignore_hash = f.allow_mismatch;
+  o.json = f.json;
+  o.profile = f.profile;
+  o.quiet = globals().quiet;
+  models::run_points_evaluate(o);
 }
 
 void add_points(CLI::App& root) {

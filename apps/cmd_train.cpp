@@ -10,7 +10,9 @@
 
 #include "apps/cli_common.hpp"
 #include "apps/commands.hpp"
+#include "apps/points3d_cmd.hpp"
 #include "engine/error.hpp"
+#include "io/pointcloud.hpp"
 #include "models/workflow.hpp"
 
 namespace cmdr::app {
@@ -113,10 +115,16 @@ void add_train(CLI::App& root) {
       "which the checkpoint states); stored in the checkpoint, overridable at inference.\n"
       "After every epoch a resumable checkpoint CKPT.resume.safetensors is written\n"
       "atomically; --resume continues from it, a finished run removes it.");
-  c->add_option("--data", a->job.data, "dataset root (MVTec 3D-AD layout, SPEC 1)")
-      ->required()
+  c->add_option("--data", a->job.data,
+                "dataset root (MVTec 3D-AD layout, SPEC 1); required unless --points")
       ->check(CLI::ExistingDirectory);
-  c->add_option("--class", a->job.cls, "class folder under --data")->required();
+  c->add_option("--class", a->job.cls, "class folder under --data; required unless --points");
+  auto points = std::make_shared<std::string>();
+  c->add_option("--points", *points,
+                std::string("with --mode 3d: the point-cloud experiment (issue 5 item 6) on "
+                            "DIR instead of --data/--class; defaults S 96, 96 groups of 32. ") +
+                    io::point_dataset_help())
+      ->check(CLI::ExistingDirectory);
   c->add_option("--out", a->job.out, "checkpoint to write (.safetensors)")->required();
   c->add_option("--mode", a->mode, "2d3d (default) | 2d | 3d")
       ->check(CLI::IsMember({"2d3d", "2d", "3d"}));
@@ -151,7 +159,15 @@ void add_train(CLI::App& root) {
       "skip the threshold calibration");
   c->add_flag("--profile", a->profile,
               "per-op profile table on stderr and a Chrome trace CKPT.trace.json");
-  c->callback([a, c] {
+  c->callback([a, c, points] {
+    if (!points->empty()) {
+      train_points_from_flags(*c, {*points, a->job.out, a->mode, a->ex.xyz_weights, a->job.side,
+                                   a->ex.groups, a->ex.group_size, a->job.epochs, a->job.lr,
+                                   a->job.clip_grad, a->ex.bn_running_stats, a->profile});
+      return;
+    }
+    CMDR_CHECK(!a->job.data.empty() && !a->job.cls.empty(),
+               "train: --data ROOT and --class C are required (or --mode 3d --points DIR)");
     models::TrainJob job = a->job;
     job.mode = models::parse_mode(a->mode);
     job.seed = globals().seed;

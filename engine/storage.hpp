@@ -23,8 +23,8 @@ void reset_peak_memory();
 // a fresh large block costs a page fault per 4 KiB, which for a 193 MB activation is more
 // than the op computing it (measured: ~100 ms alloc+write vs 45 ms gelu). The cache is
 // bounded (default 2 GiB; env CMDR_ALLOC_CACHE_MB overrides, 0 disables) and its blocks
-// are released oldest-size-first when full. Contents of reused blocks are unspecified,
-// exactly like a fresh allocation.
+// of the largest sizes are released first when it is full. Contents of reused blocks are
+// unspecified, exactly like a fresh allocation.
 void release_cached_memory();
 
 constexpr std::size_t kAlignment = 64;

@@ -174,11 +174,14 @@ SampleFeatures extract_features(const Extractors& ex, const std::string& rgb_png
     ValidPoints vp = valid_points(pc);
     f.t.transform += ms_since(t0);
     f.n_valid_points = vp.xyz.size(0);
-    if (f.n_valid_points < ex.pmae->cfg.group_size) {
+    // Point-MAE needs num_group distinct FPS centres and group_size neighbours each.
+    const int64_t need = std::max(ex.pmae->cfg.group_size, ex.pmae->cfg.num_group);
+    if (f.n_valid_points < need) {
       f.warning = "'" + xyz_tiff + "' has only " + std::to_string(f.n_valid_points) +
                   " valid points at " + std::to_string(side) + "×" + std::to_string(side) +
-                  ", fewer than the Point-MAE group size " +
-                  std::to_string(ex.pmae->cfg.group_size) + ": no 3D features, 2D fallback";
+                  ", fewer than Point-MAE needs (" + std::to_string(ex.pmae->cfg.num_group) +
+                  " centres, groups of " + std::to_string(ex.pmae->cfg.group_size) +
+                  "): no 3D features, 2D fallback";
     } else {
       t0 = now_ns();
       PointMaeOutput pm;

@@ -101,6 +101,8 @@ std::vector<int64_t> farthest_point_sample(const Tensor& points, int64_t m) {
              " must be [N, 3]");
   const int64_t N = points.size(0);
   CMDR_CHECK(N > 0 && m > 0, "fps: need N > 0 points and m > 0 centres (N = ", N, ", m = ", m, ")");
+  // More centres than points would repeat index 0 once every point is taken: refuse.
+  CMDR_CHECK(m <= N, "fps: ", m, " centres requested from only ", N, " points");
   ProfileScope prof("fps", 8.0 * static_cast<double>(N) * static_cast<double>(m));
   Tensor pc = points.contiguous();
   const float* p = pc.data();

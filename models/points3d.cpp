@@ -427,9 +427,10 @@ int run_points_evaluate(const PointsEvalOptions& opt, PointsEvalResult* result) 
   if (have != want) {
     CMDR_CHECK(opt.ignore_hash, "points evaluate: the Point-MAE weights '", opt.xyz_weights, "' (",
                have, ") are not the ones the checkpoint was trained with (", want,
-               "); pass the right --xyz-weights or override with --ignore-weights-hash");
+               "); pass the right --xyz-weights or override with --allow-weight-mismatch "
+               "(`points evaluate`: --ignore-weights-hash)");
     std::cerr << "points: WARNING: Point-MAE weights differ from the checkpoint's (" << have
-              << " vs " << want << "); continuing because of --ignore-weights-hash\n";
+              << " vs " << want << "); continuing as asked (weight-mismatch override)\n";
   }
 
   Cmdr model(points_cmdr_config(S, pc, d3, 1e-3f, 0.0f, seed));

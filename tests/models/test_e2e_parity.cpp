@@ -4,6 +4,11 @@
 // `score --dump` within 1e-3 of PyTorch; three deterministic training steps (SPEC 6: no
 // dropout, samples in sorted order, Adam lr 1e-3, BatchNorm in train mode) give the four
 // losses per step and the final weights within 1e-4.
+// Route: the library calls behind the verbs — load_extractors (architectures from the weight
+// files), score_sample (what `score --dump` runs) and, for training, extract_features ->
+// feature cache -> models::train with a step limit and no shuffling (what train_class runs
+// for `train --init --steps 3 --no-dropout --no-shuffle`). train_class itself is not called:
+// it builds SPEC-width networks (CmdrConfig::spec), and these fixtures use reduced widths.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -17,17 +22,12 @@
 #include <vector>
 
 #include "cmdr_fixture.hpp"
-#include "io/image.hpp"
 #include "io/safetensors.hpp"
 #include "io/tiff.hpp"
-#include "io/transforms.hpp"
 #include "models/cmdr.hpp"
-#include "models/dino_vit.hpp"
-#include "models/feature_assembly.hpp"
-#include "models/point_mae.hpp"
-#if __has_include("models/pipeline.hpp")
 #include "models/pipeline.hpp"
-#endif
+#include "models/train.hpp"
+#include "models/workflow.hpp"
 
 using namespace cmdr;
 using namespace cmdr::models;
@@ -58,113 +58,31 @@ std::string cloud_tiff(const std::string& name) {
   return path;
 }
 
-struct Features {
-  Tensor rgb_input, pc_resized;                        // 3×S×S
-  Tensor rgb_tokens, xyz_centers, xyz_group_features;  // [g², 32], [G, 3], [G, 48]
-  Tensor rgb_patch, xyz_patch, valid;
-};
-
-#if __has_include("models/pipeline.hpp")
-// ---- The sample pipeline (SPEC 3-4.3) exactly as the `score` and `train` verbs run it:
-// extractor architectures read from the weight files, compact features (SPEC 10), expanded
-// to the networks' inputs. Training goes through the feature-cache form as train_class does.
-constexpr bool kViaPipeline = true;
-using TinyExtractors = models::Extractors;
-
-TinyExtractors load_tiny_extractors() {
-  ExtractorOptions opt;  // e2e.py PMAE: G = 32 groups of K = 16 points
+// The extractors as every verb loads them: architectures read from the weight files
+// (head counts and Point-MAE taps from their metadata), G = 32 groups of K = 16 points.
+Extractors load_tiny_extractors() {
+  ExtractorOptions opt;
   opt.num_group = 32;
   opt.group_size = 16;
-  TinyExtractors ex = load_extractors(e2e_fixture("vit_tiny.safetensors"),
-                                      e2e_fixture("pmae_tiny.safetensors"), opt, /*quiet=*/true);
-  REQUIRE(ex.rgb_dim() == 32);
+  Extractors ex = load_extractors(e2e_fixture("vit_tiny.safetensors"),
+                                  e2e_fixture("pmae_tiny.safetensors"), opt, /*quiet=*/true);
+  REQUIRE(ex.rgb_dim() == 32);  // = the reduced CMDR widths of cmdr_nets.py
   REQUIRE(ex.xyz_dim() == 48);
-  REQUIRE(ex.vit->cfg.image == 32);
+  REQUIRE(ex.vit->cfg.image == 32);  // DINO on its own input side, tokens upsampled to S
   REQUIRE(ex.pmae->cfg.taps == std::vector<int64_t>{1, 2, 3});
   return ex;
 }
 
-Features sample_features(const TinyExtractors& ex, const std::string& png, const std::string& tiff,
-                         bool via_cache = false) {
-  const SampleFeatures sf = extract_features(ex, png, tiff, kSide, /*keep_inputs=*/true);
-  REQUIRE_MESSAGE(sf.warning.empty(), sf.warning);
-  const models::Sample s =
-      via_cache ? cache_expander(kSide, 32, 48)(to_cache_entry(sf)) : expand_features(sf, 32, 48);
-  return {sf.rgb_input,      sf.pc_resized, sf.rgb_tokens, sf.centers,
-          sf.group_features, s.rgb,         s.xyz,         s.valid};
-}
-#else
-// ---- The sample pipeline (SPEC 3-4.3), composed from the library's pieces in the order
-// models/pipeline does it (used until models/pipeline.hpp exists; then the branch above):
-// DINO on its own input side (tokens upsampled to S), Point-MAE on the valid points of the
-// S×S nearest-resized cloud.
-constexpr bool kViaPipeline = false;
-struct TinyExtractors {
-  DinoVit vit;
-  PointMae pmae;
+// A scratch copy of a sample's cloud as TIFF, removed (with its directory) when done.
+struct ScratchTiff {
+  std::string path;
+  explicit ScratchTiff(const std::string& name) : path(cloud_tiff(name)) {}
+  ~ScratchTiff() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+    std::filesystem::remove(std::filesystem::path(path).parent_path(), ec);  // once empty
+  }
 };
-
-DinoVitConfig tiny_vit_config() {
-  DinoVitConfig c;  // e2e.py VIT
-  c.image = 32;
-  c.patch = 8;
-  c.dim = 32;
-  c.depth = 2;
-  c.heads = 2;
-  c.mlp = 64;
-  return c;
-}
-
-PointMaeConfig tiny_pmae_config() {
-  PointMaeConfig c;  // e2e.py PMAE
-  c.num_group = 32;
-  c.group_size = 16;
-  c.enc_c1 = 16;
-  c.enc_c2 = 16;
-  c.enc_c3 = 32;
-  c.pos_hidden = 16;
-  c.dim = 16;
-  c.depth = 4;
-  c.heads = 2;
-  c.mlp = 32;
-  c.taps = {1, 2, 3};
-  return c;
-}
-
-TinyExtractors load_tiny_extractors() {
-  TinyExtractors ex{DinoVit(tiny_vit_config()), PointMae(tiny_pmae_config())};
-  ex.vit.load(st::File(e2e_fixture("vit_tiny.safetensors")));
-  ex.pmae.load(st::File(e2e_fixture("pmae_tiny.safetensors")));
-  return ex;
-}
-
-Features sample_features(const TinyExtractors& ex, const std::string& png, const std::string& tiff,
-                         bool /*via_cache*/ = false) {
-  Features f;
-  const io::Image8 img = io::read_rgb_png(png);
-  f.rgb_input = io::rgb_transform(img, kSide);
-  f.rgb_tokens = dino_vit_forward(ex.vit, io::rgb_transform(img, ex.vit.cfg.image));
-  f.rgb_patch = assemble_rgb(f.rgb_tokens, ex.vit.cfg.grid(), kSide);
-  f.pc_resized = io::cloud_transform(io::read_xyz_tiff(tiff), kSide);
-  const ValidPoints vp = valid_points(f.pc_resized);
-  const PointMaeOutput pm = point_mae_forward(ex.pmae, vp.xyz);
-  f.xyz_centers = pm.centers;
-  f.xyz_group_features = pm.features;
-  f.xyz_patch = assemble_xyz(vp.xyz, vp.pixel, pm.centers, pm.features, kSide);
-  f.valid = valid_mask(f.xyz_patch);
-  return f;
-}
-#endif
-
-Features sample_features(const TinyExtractors& ex, const std::string& name,
-                         bool via_cache = false) {
-  const std::string tiff = cloud_tiff(name);
-  Features f = sample_features(ex, e2e_fixture(name + ".png"), tiff, via_cache);
-  std::filesystem::remove(tiff);
-  std::error_code ec;  // the scratch directory goes too once empty
-  std::filesystem::remove(std::filesystem::path(tiff).parent_path(), ec);
-  return f;
-}
 
 Cmdr make_model() {
   CmdrConfig cfg = test::small_config(kSide);  // cmdr_nets.py widths (32 / 48)
@@ -174,17 +92,25 @@ Cmdr make_model() {
   return model;
 }
 
-// `score --dump` (cli branch) writes the features, then dump_tensors(infer(...)).
-std::map<std::string, Tensor> score_dump(Cmdr& model, const Features& f) {
+// What `score --dump` (apps/cmd_score.cpp) writes for one sample: score_sample(), then the
+// compact features, the networks' inputs and dump_tensors() of the outputs.
+std::map<std::string, Tensor> score_dump(Cmdr& model, const Extractors& ex,
+                                         const std::string& name) {
+  const ScratchTiff tiff(name);
+  const ScoredSample r =
+      score_sample(model, ex, e2e_fixture(name + ".png"), tiff.path, /*keep_expanded=*/true);
+  REQUIRE_MESSAGE(r.warning.empty(), r.warning);
+  CHECK(r.mode_used == Mode::Fused2D3D);
+  const SampleFeatures& f = r.features;
   std::map<std::string, Tensor> d{{"rgb_input", f.rgb_input},
                                   {"pc_resized", f.pc_resized},
                                   {"rgb_tokens", f.rgb_tokens},
-                                  {"xyz_centers", f.xyz_centers},
-                                  {"xyz_group_features", f.xyz_group_features},
-                                  {"rgb_patch", f.rgb_patch},
-                                  {"xyz_patch", f.xyz_patch},
-                                  {"valid", f.valid}};
-  for (auto& [k, t] : dump_tensors(model.infer(f.rgb_patch, f.xyz_patch, f.valid))) d[k] = t;
+                                  {"xyz_centers", f.centers},
+                                  {"xyz_group_features", f.group_features},
+                                  {"rgb_patch", r.expanded.rgb},
+                                  {"xyz_patch", r.expanded.xyz},
+                                  {"valid", r.expanded.valid}};
+  for (auto& [k, t] : dump_tensors(r.out)) d[k] = t;
   return d;
 }
 
@@ -224,11 +150,9 @@ bool mean_after_noisy_bias(const std::string& k) {
 }  // namespace
 
 TEST_CASE("e2e parity: score --dump tensors of one sample match PyTorch") {
-  MESSAGE("features via ",
-          std::string(kViaPipeline ? "models/pipeline" : "the test's own composition"));
-  const TinyExtractors ex = load_tiny_extractors();
+  const Extractors ex = load_tiny_extractors();
   Cmdr model = make_model();
-  const std::map<std::string, Tensor> got = score_dump(model, sample_features(ex, kTest));
+  const std::map<std::string, Tensor> got = score_dump(model, ex, kTest);
   st::File ref(e2e_fixture("score_dump.safetensors"));
 
   const char* const names[] = {
@@ -266,35 +190,52 @@ TEST_CASE("e2e parity: score --dump tensors of one sample match PyTorch") {
 }
 
 TEST_CASE("e2e parity: 3 training steps (no dropout, sorted order) match PyTorch") {
-  const TinyExtractors ex = load_tiny_extractors();
+  // As train_class does for `train --init CKPT0 --steps 3 --no-dropout --no-shuffle`:
+  // compact features of the train samples in sorted order into the feature cache, then the
+  // training loop with a step limit and no shuffling; losses as the --dump-losses CSV.
+  const Extractors ex = load_tiny_extractors();
   st::File ref(e2e_fixture("train_expected.safetensors"));
-  std::vector<Features> samples;
+  FeatureCache cache(int64_t{1} << 30, "", cache_expander(kSide, 32, 48));
   for (const char* n : kTrain) {
-    samples.push_back(sample_features(ex, n, /*via_cache=*/true));
-    CHECK(samples.back().valid.to_vector() == ref.get(std::string(n) + ".valid").to_vector());
+    const ScratchTiff tiff(n);
+    const SampleFeatures f =
+        extract_features(ex, e2e_fixture(std::string(n) + ".png"), tiff.path, kSide);
+    REQUIRE_MESSAGE(f.has_3d, f.warning);
+    cache.add(to_cache_entry(f));
   }
-  CHECK(rel_err(samples[0].rgb_patch, ref.get("train_000.rgb_patch")) <= kDumpTol);
-  CHECK(rel_err(samples[0].xyz_patch, ref.get("train_000.xyz_patch")) <= kDumpTol);
+  for (int64_t i = 0; i < 3; ++i) {
+    const std::string n = kTrain[i];
+    CHECK(cache.get(i).valid.to_vector() == ref.get(n + ".valid").to_vector());
+  }
+  CHECK(rel_err(cache.get(0).rgb, ref.get("train_000.rgb_patch")) <= kDumpTol);
+  CHECK(rel_err(cache.get(0).xyz, ref.get("train_000.xyz_patch")) <= kDumpTol);
 
   Cmdr model = make_model();
-  const ag::StateDict init = model.state_dict();
   ag::StateDict init_copy;
-  for (const auto& [k, t] : init) init_copy[k] = t.clone();
+  for (const auto& [k, t] : model.state_dict()) init_copy[k] = t.clone();
   const Tensor losses = ref.get("losses");  // [3, 4]: map2d, map3d, rec2d, rec3d (CSV order)
-  // CSV column -> Net slot (map2d = mapped_2d vs rgb = map3Dto2D's loss).
+  // CSV column -> Net slot (map2d = mapped_2d vs rgb = map3Dto2D's loss; workflow.cpp).
   const Net column_net[4] = {kMap3Dto2D, kMap2Dto3D, kDec2D, kDec3D};
+  TrainOptions to;
+  to.shuffle = false;
+  to.max_steps = 3;
+  to.progress = false;
   double worst_loss = 0.0;
-  for (int s = 0; s < 3; ++s) {
-    const Features& f = samples[static_cast<std::size_t>(s)];
-    const StepResult r = model.train_step(f.rgb_patch, f.xyz_patch, f.valid);
+  int64_t steps_seen = 0;
+  to.on_step = [&](int64_t step, const StepResult& r) {
+    ++steps_seen;
+    REQUIRE(step == steps_seen);
+    const int64_t s = step - 1;
     for (int c = 0; c < 4; ++c) {
       const double l = r.loss[column_net[c]], lr = losses.at({s, c});
       const double e = std::abs(l - lr) / std::abs(lr);
       worst_loss = std::max(worst_loss, e);
-      CHECK_MESSAGE(e <= kStepTol, "step ", s + 1, " column ", c, ": ", l, " vs ", lr);
+      CHECK_MESSAGE(e <= kStepTol, "step ", step, " column ", c, ": ", l, " vs ", lr);
       CHECK(!r.rolled_back[column_net[c]]);
     }
-  }
+  };
+  train(model, cache, to);
+  CHECK(steps_seen == 3);
   MESSAGE("3 steps: worst loss rel err ", worst_loss);
 
   const ag::StateDict sd = model.state_dict();
@@ -326,8 +267,9 @@ TEST_CASE("e2e parity: 3 training steps (no dropout, sorted order) match PyTorch
       continue;
     }
     // Elements whose reference gradient had no reliable sign at some step (e2e.py SIGN_TAU:
-    // |g| < 1e-4·max|g|, rounding-noise level): Adam moves them by ~±lr regardless of |g|,
-    // so each such step may put them up to 2·lr (+5 % for the bias-corrected moments) apart.
+    // |g| < 1e-4·max|g|, the gradients' rounding level): Adam moves them by ~±lr regardless
+    // of |g|, so each such step may put them up to 2·lr (+5 % for the bias-corrected moments)
+    // apart.
     const std::string amb_key = "ambiguous_steps." + k;
     const std::vector<float> amb =
         ref.has(amb_key) ? ref.get(amb_key, /*convert=*/true).to_vector() : std::vector<float>();
@@ -348,7 +290,8 @@ TEST_CASE("e2e parity: 3 training steps (no dropout, sorted order) match PyTorch
   }
   CHECK(compared == static_cast<int64_t>(sd.size()));
   MESSAGE(compared, " tensors; worst weight rel err ", worst, " (", worst_clear,
-          " over elements with a reliable gradient sign); ", beyond,
-          " element(s) beyond 1e-4 relative, all sign-ambiguous, largest ", worst_ambiguous, "·lr");
+          " over unflagged elements); ", beyond,
+          " element(s) beyond 1e-4 relative, all flagged by the reference, largest ",
+          worst_ambiguous, "·lr");
   CHECK(model.steps() == 3);
 }

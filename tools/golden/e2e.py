@@ -126,12 +126,15 @@ def score(nets, f):
 
 
 # A gradient element below this fraction of its tensor's largest gradient at that step has
-# no reliable sign: its value is at or below the float32 rounding of the gradient
-# computation (both sides' gradients agree to ~1e-5 of the max; the analytically-zero ones,
-# e.g. the key bias of softmax attention or a bias feeding a BatchNorm, are pure rounding
-# noise). Adam's first step moves every element by ~lr·g/(|g| + 1e-8), i.e. ~±lr whatever
-# |g| is, so such an element may legitimately end up to ~2·lr per such step away from
-# PyTorch. The test allows exactly that for the elements flagged here, and 1e-4 elsewhere.
+# no reliable sign: it is at the rounding level of the gradient computation (both sides'
+# gradients agree to ~1e-5 of the max; the analytically-zero ones — the key bias of softmax
+# attention, a bias feeding a BatchNorm — are pure rounding noise). Adam's first update
+# lr·g/(|g| + 1e-8) is ~±lr whatever |g| is, so such an element may legitimately end up up
+# to ~2·lr per such step away from PyTorch. The test allows that bound for the elements
+# flagged here and 1e-4 of the tensor's scale for all others. Measured: 3 elements beyond
+# 1e-4, all flagged (largest 0.34·lr, |g| ≤ 6e-6 of the max). The flagged elements' different
+# moves also perturb the later gradients of the other elements a little: unflagged elements
+# reach up to 9e-5 of their tensor's scale (Dec3D; 0.008·lr absolute), inside 1e-4.
 SIGN_TAU = 1e-4
 
 
