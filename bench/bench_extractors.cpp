@@ -27,27 +27,7 @@ using namespace cmdr::models;
 
 void random_init(const std::vector<ParamSpec>& specs, uint64_t seed) {
   Rng rng(seed);
-  for (const auto& s : specs) {
-    Tensor t = Tensor::empty(s.shape);
-    switch (s.init) {
-      case Init::TruncNormal02:
-        rng.fill_trunc_normal(t, 0.02f);
-        break;
-      case Init::Zeros:
-        t.fill_(0.0f);
-        break;
-      case Init::Ones:
-        t.fill_(1.0f);
-        break;
-      case Init::BnRunningMean:
-        t.fill_(0.0f);
-        break;
-      case Init::BnRunningVar:
-        t.fill_(1.0f);
-        break;
-    }
-    *s.target = t;
-  }
+  init_params(specs, rng);
 }
 
 // ~40k valid points: a cap on a disc of radius 113 px inside 224×224 (as the full-size test).

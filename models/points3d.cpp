@@ -188,27 +188,7 @@ Sample expand_chunk_entry(const FeatureCache::Entry& e) {
 
 void init_point_mae_random(PointMae& m, uint64_t seed) {
   Rng rng(seed);
-  for (const ParamSpec& s : m.param_specs()) {
-    Tensor t = Tensor::empty(s.shape);
-    switch (s.init) {
-      case Init::TruncNormal02:
-        rng.fill_trunc_normal(t, 0.02f);
-        break;
-      case Init::Zeros:
-        t.fill_(0.0f);
-        break;
-      case Init::Ones:
-        t.fill_(1.0f);
-        break;
-      case Init::BnRunningMean:
-        t.fill_(0.0f);
-        break;
-      case Init::BnRunningVar:
-        t.fill_(1.0f);
-        break;
-    }
-    *s.target = t;
-  }
+  init_params(m.param_specs(), rng);  // the same timm-style init as `init-extractors`
 }
 
 namespace {
