@@ -7,8 +7,8 @@
 #include <cmath>
 #include <filesystem>
 
-#include "engine/rng.hpp"
 #include "engine/error.hpp"
+#include "engine/rng.hpp"
 #include "io/safetensors.hpp"
 #include "io/synth.hpp"
 #include "models/checkpoint.hpp"
