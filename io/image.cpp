@@ -4,6 +4,7 @@
 #include <stb/stb_image_write.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -14,6 +15,9 @@
 
 namespace cmdr::io {
 namespace {
+
+// Largest image decoded (pixels): 8192², 192 MiB as RGB; MVTec 3D-AD images are below 1000².
+constexpr int64_t kMaxPngPixels = int64_t{8192} * 8192;
 
 const char* channel_name(int c) {
   switch (c) {
@@ -31,6 +35,11 @@ const char* channel_name(int c) {
 }
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    fail("png ", path, ": cannot open file: it is a directory");
+  if (!std::filesystem::exists(path, ec))
+    fail("png ", path, ": cannot open file: it does not exist");
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("png ", path, ": cannot open file");
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -77,6 +86,10 @@ Image8 read_png(const std::string& path, int want_channels) {
     fail("png ", path, ": expected ", want_channels, " channel(s) (", channel_name(want_channels),
          "), found ", info.channels, " (", channel_name(int(info.channels)), ") in a ", info.width,
          "x", info.height, " image");
+  // A header is only a claim: refuse absurd sizes before stb allocates for them.
+  CMDR_CHECK(info.width * info.height <= kMaxPngPixels, "png ", path, ": header claims ",
+             info.width, "x", info.height, " pixels, more than the limit of ", kMaxPngPixels,
+             " pixels (8192x8192); refusing to decode (corrupt header?)");
   int w = 0, h = 0, c = 0;
   stbi_uc* px = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, 0);
   if (!px)

@@ -6,6 +6,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <vector>
@@ -14,6 +15,10 @@
 
 namespace cmdr::io {
 namespace {
+
+// Largest organised cloud read (pixels): 8192², 768 MiB as float32 xyz; MVTec 3D-AD clouds
+// are below 1000². Anything larger is treated as a corrupt header.
+constexpr int64_t kMaxXyzPixels = int64_t{8192} * 8192;
 
 // Per-handle message sink (libtiff ≥ 4.5 TIFFOpenExt): keeps messages off stderr and lets
 // the error quote libtiff's own words.
@@ -93,6 +98,11 @@ TiffInfo info_of(const std::string& path, Handle& h) {
 
 Handle& open_or_fail(const std::string& path, Handle& h) {
   if (!h.tif) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      fail("tiff ", path, ": cannot open file: it is a directory");
+    if (!std::filesystem::exists(path, ec))
+      fail("tiff ", path, ": cannot open file: it does not exist");
     std::FILE* f = std::fopen(path.c_str(), "rb");
     if (!f) fail("tiff ", path, ": cannot open file");
     std::fclose(f);
@@ -121,6 +131,12 @@ Tensor read_xyz_tiff(const std::string& path, int64_t* nonfinite) {
          info.width, "x", info.height, ")");
   CMDR_CHECK(info.width > 0 && info.height > 0, "tiff ", path, ": empty image ", info.width, "x",
              info.height);
+  // A header is only a claim: refuse absurd sizes before allocating (a forged or corrupt
+  // 100000x100000 header would otherwise ask for 120 GB).
+  CMDR_CHECK(info.width * info.height <= kMaxXyzPixels, "tiff ", path, ": header claims ",
+             info.width, "x", info.height, " pixels (", (info.width * info.height * 12) >> 20,
+             " MiB as float32 xyz), more than the limit of ", kMaxXyzPixels,
+             " pixels (8192x8192); refusing to allocate (corrupt header?)");
   const int64_t W = info.width, H = info.height;
   Tensor out = Tensor::empty({H, W, 3});
   float* dst = out.data();

@@ -107,3 +107,24 @@ TEST_CASE("png 16-bit files are rejected; palette files decode as RGB") {
   CHECK(p.at(1, 0, 2) == 255);
   check_error(dir + "palette.png", "found 3 (RGB)", 1);
 }
+
+TEST_CASE("png an absurd header size is refused before decoding; a directory is named") {
+  testing::TempDir d;
+  const std::string good = d.file("good.png");
+  io::write_png(good, random_image(4, 4, 3, 1));
+  std::vector<char> b = testing::slurp(good);
+  // IHDR width / height (big endian) at bytes 16..23; stb does not check the chunk CRC.
+  auto put = [&](std::size_t at, uint32_t v) {
+    for (int k = 0; k < 4; ++k) b[at + k] = static_cast<char>((v >> (24 - 8 * k)) & 255);
+  };
+  // 10000x10000 RGB: 300 MB, under stb's own 1 GiB header limit, over ours.
+  put(16, 10000);
+  put(20, 10000);
+  const std::string huge = d.file("huge.png");
+  testing::spit(huge, b);
+  check_error(huge, "refusing to decode", 3);
+  check_error(huge, "10000x10000", 3);
+  std::filesystem::create_directories(d.file("dir.png"));
+  check_error(d.file("dir.png"), "is a directory", 3);
+  check_error(d.file("nothing.png"), "does not exist", 3);
+}

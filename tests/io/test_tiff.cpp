@@ -243,3 +243,30 @@ TEST_CASE("tiff big-endian files and tiled planar-separate files are read") {
   CHECK(info.planar_separate);
   CHECK(io::read_xyz_tiff(ts).to_vector() == cloud.to_vector());
 }
+
+TEST_CASE("tiff an absurd header size is refused before allocating, naming the file") {
+  testing::TempDir d;
+  // 100000x100000 float32 xyz would be 120 GB: refused from the header alone.
+  const std::string huge = d.file("huge.tiff");
+  testing::spit(huge, handmade_tiff(100000, 100000, 64));
+  check_error(huge, "refusing to allocate");
+  check_error(huge, "100000x100000");
+  // Just inside the limit the header is accepted (and the missing data is then reported).
+  const std::string wide = d.file("wide.tiff");
+  testing::spit(wide, handmade_tiff(8192, 4, 64));
+  check_error(wide, "truncated");
+}
+
+TEST_CASE("tiff a directory or a missing path is named as such") {
+  testing::TempDir d;
+  std::filesystem::create_directories(d.file("dir.tiff"));
+  check_error(d.file("dir.tiff"), "is a directory");
+  check_error(d.file("nothing.tiff"), "does not exist");
+  std::string msg;
+  try {
+    io::tiff_info(d.file("dir.tiff"));
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("is a directory") != std::string::npos);
+}
