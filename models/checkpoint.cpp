@@ -1,5 +1,6 @@
 #include "models/checkpoint.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -129,6 +130,11 @@ void save_checkpoint(const std::string& path, Cmdr& model, const CheckpointMeta&
   w.set_metadata("cmdr.losses", meta.losses.dump());
   w.set_metadata("cmdr.threshold", fstr(meta.threshold));
   w.set_metadata("cmdr.threshold_rule", meta.threshold_rule);
+  if (!meta.fallback_thresholds.empty()) {
+    nlohmann::json ft = nlohmann::json::object();
+    for (const auto& [k, v] : meta.fallback_thresholds) ft[k] = fstr(v);
+    w.set_metadata("cmdr.fallback_thresholds", ft.dump());
+  }
   w.set_metadata("cmdr.map_scale", fstr(meta.map_scale));
   w.set_metadata("cmdr.rgb_sha256", meta.rgb_sha256);
   w.set_metadata("cmdr.xyz_sha256", meta.xyz_sha256);
@@ -198,6 +204,14 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
       m.extractor.group_size = ej.at("group_size");
       m.extractor.bn_running_stats = ej.at("bn_running_stats");
       m.config = config_from_json(nlohmann::json::parse(meta_req(md, "cmdr.config", path)), path);
+      const std::string ft = meta_opt(md, "cmdr.fallback_thresholds");
+      if (!ft.empty()) {
+        const nlohmann::json fj = nlohmann::json::parse(ft);
+        for (auto it = fj.begin(); it != fj.end(); ++it) {
+          const float t = fparse(it.value().get<std::string>());
+          if (std::isfinite(t)) m.fallback_thresholds[it.key()] = t;
+        }
+      }
     } catch (const nlohmann::json::exception& e) {
       fail("checkpoint ", path, ": malformed JSON metadata: ", e.what());
     }
@@ -217,6 +231,13 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
   for (const auto& t : f.tensors()) {
     if (t.name.rfind("optim.", 0) == 0) continue;
     sd[t.name] = f.get(t.name, /*convert=*/true);
+    // Non-finite weights can only give non-finite (or silently wrong) scores: refuse them
+    // here, naming the tensor, rather than label samples later.
+    const std::vector<float> v = sd[t.name].to_vector();
+    const auto bad = std::find_if(v.begin(), v.end(), [](float x) { return !std::isfinite(x); });
+    CMDR_CHECK(bad == v.end(), "checkpoint ", path, ": tensor '", t.name, "' holds a non-finite ",
+               "value (", *bad, " at flat index ", bad - v.begin(), " of ", v.size(),
+               "): the weights are unusable (a diverged or corrupted run?)");
   }
   // Another mode's checkpoint has other networks: say so plainly before the strict load.
   for (int n = 0; n < 4; ++n) {

@@ -6,16 +6,19 @@
 //            "optim.<net>.exp_avg_sq.<i>" (step counts in metadata).
 //   metadata "cmdr.format" (kCheckpointFormat), "cmdr.mode", "cmdr.size", "cmdr.class",
 //            "cmdr.epochs", "cmdr.seed", "cmdr.losses" (JSON: per-epoch mean losses),
-//            "cmdr.threshold" (+ "cmdr.threshold_rule"), "cmdr.map_scale",
+//            "cmdr.threshold" (+ "cmdr.threshold_rule"), "cmdr.fallback_thresholds"
+//            (JSON {"2d": t, "3d": t}: per fallback mode of a 2d3d model), "cmdr.map_scale",
 //            "cmdr.rgb_sha256" / "cmdr.xyz_sha256" (SHA-256 of the extractor weight files),
 //            "cmdr.rgb_weights" / "cmdr.xyz_weights" (their paths at training time, a hint),
 //            "cmdr.extractor" (JSON: Point-MAE groups / group size / BatchNorm variant),
 //            "cmdr.config" (JSON: the network widths), "cmdr.version" (CMDR_VERSION).
 // Written atomically (st::Writer: temp file + fsync + rename): an interrupted write never
 // leaves a truncated checkpoint. A "bare" state dict (the four prefixes, no cmdr.* metadata,
-// e.g. exported from PyTorch) loads when the caller states mode and size.
+// e.g. exported from PyTorch) loads when the caller states mode and size. A tensor holding
+// NaN/Inf is refused at load, naming the tensor (it could only produce non-finite scores).
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -36,6 +39,9 @@ struct CheckpointMeta {
   nlohmann::json losses = nlohmann::json::array();            // [{"epoch", "map2d", ...}, ...]
   float threshold = std::numeric_limits<float>::quiet_NaN();  // NaN: not calibrated
   std::string threshold_rule;
+  // Per fallback mode ("2d", "3d") of a 2d3d model: the same rule on the same split scored
+  // without geometry / without rgb. Missing (older checkpoints): fallback samples are UNKNOWN.
+  std::map<std::string, float> fallback_thresholds;
   float map_scale = std::numeric_limits<float>::quiet_NaN();  // heatmap colour scale
   std::string rgb_sha256, xyz_sha256;
   std::string rgb_weights, xyz_weights;

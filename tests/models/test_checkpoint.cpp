@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "engine/error.hpp"
 #include "io/safetensors.hpp"
@@ -181,4 +182,56 @@ TEST_CASE("checkpoint: a file that is not a checkpoint") {
 TEST_CASE("threshold rule: 1.05 × q99 with linear interpolation") {
   CHECK(quantile({1, 2, 3, 4, 5}, 0.5) == doctest::Approx(3.0));
   CHECK(quantile({0, 10}, 0.99) == doctest::Approx(9.9));
+}
+
+TEST_CASE("checkpoint: non-finite weights are refused at load, naming the tensor") {
+  testing::TempDir tmp;
+  Cmdr model(test::small_config(16));
+  ag::StateDict sd = model.state_dict();
+  std::string victim;
+  for (const auto& [k, t] : sd) {
+    if (k.rfind("Dec2D.", 0) == 0 && k.find("weight") != std::string::npos) {
+      victim = k;
+      break;
+    }
+  }
+  REQUIRE(!victim.empty());
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), INFINITY}) {
+    Tensor w = sd.at(victim).clone();
+    w.data()[w.numel() / 2] = bad;
+    ag::StateDict sd2 = sd;
+    sd2[victim] = w;
+    Cmdr broken(test::small_config(16));
+    broken.load_state_dict(sd2, true);
+    const std::string path = tmp.file("nan.safetensors");
+    save_checkpoint(path, broken, sample_meta());
+    LoadOptions lo;
+    lo.quiet = true;
+    const std::string named = "'" + victim + "'";
+    CHECK_THROWS_WITH_AS(load_checkpoint(path, lo), doctest::Contains(named.c_str()), Error);
+    CHECK_THROWS_WITH_AS(load_checkpoint(path, lo), doctest::Contains("non-finite"), Error);
+  }
+  // The untouched model still loads.
+  save_checkpoint(tmp.file("ok.safetensors"), model, sample_meta());
+  LoadOptions lo;
+  lo.quiet = true;
+  CHECK_NOTHROW(load_checkpoint(tmp.file("ok.safetensors"), lo));
+}
+
+TEST_CASE("checkpoint: per-mode fallback thresholds round trip; old files have none") {
+  testing::TempDir tmp;
+  Cmdr model(test::small_config(16));
+  CheckpointMeta m = sample_meta();
+  m.fallback_thresholds = {{"2d", 0.75f}, {"3d", 2.5f}};
+  save_checkpoint(tmp.file("c.safetensors"), model, m);
+  LoadOptions lo;
+  lo.quiet = true;
+  const LoadedCheckpoint lc = load_checkpoint(tmp.file("c.safetensors"), lo);
+  CHECK(lc.meta.fallback_thresholds.size() == 2);
+  CHECK(lc.meta.fallback_thresholds.at("2d") == 0.75f);
+  CHECK(lc.meta.fallback_thresholds.at("3d") == 2.5f);
+  // A checkpoint written before per-mode thresholds existed has no key: nothing invented.
+  save_checkpoint(tmp.file("old.safetensors"), model, sample_meta());
+  CHECK(load_checkpoint(tmp.file("old.safetensors"), lo).meta.fallback_thresholds.empty());
+  CHECK(st::File(tmp.file("old.safetensors")).metadata().count("cmdr.fallback_thresholds") == 0);
 }
