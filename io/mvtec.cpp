@@ -13,15 +13,14 @@
 namespace fs = std::filesystem;
 
 namespace cmdr::io {
-namespace {
 
-// xyz is pixel-aligned with rgb (same size), or — after SPEC 2 preprocessing — zero-padded,
-// centred, to a square of side max(H, W) rounded up to a multiple of 100.
 bool xyz_size_ok(int64_t rgb_w, int64_t rgb_h, int64_t xyz_w, int64_t xyz_h) {
   if (rgb_w == xyz_w && rgb_h == xyz_h) return true;
   const int64_t side = (std::max(rgb_w, rgb_h) + 99) / 100 * 100;
   return xyz_w == side && xyz_h == side;
 }
+
+namespace {
 
 std::vector<std::string> sorted_subdirs(const fs::path& p) {
   std::vector<std::string> out;
@@ -104,7 +103,8 @@ std::string check_sample(const Sample& s, const ScanOptions& opt) {
 
 void scan_folder(const fs::path& dir, const std::string& cls, const std::string& split,
                  const std::string& defect, bool want_gt, const ScanOptions& opt,
-                 std::vector<Sample>& out, std::vector<std::string>& skipped) {
+                 std::vector<Sample>& out, std::vector<std::string>& skipped,
+                 std::vector<std::string>* dropped = nullptr) {
   const auto rgb = files_by_stem(dir / "rgb", {".png"}, skipped);
   const auto xyz = files_by_stem(dir / "xyz", {".tiff", ".tif"}, skipped);
   const auto gt =
@@ -122,6 +122,7 @@ void scan_folder(const fs::path& dir, const std::string& cls, const std::string&
       if (!(have & 2)) missing += " xyz/" + stem + ".tiff";
       if (want_gt && !(have & 4)) missing += " gt/" + stem + ".png";
       skipped.push_back(where + ": missing" + missing);
+      if (dropped) dropped->push_back(skipped.back());
       continue;
     }
     Sample s;
@@ -137,6 +138,7 @@ void scan_folder(const fs::path& dir, const std::string& cls, const std::string&
       const std::string why = check_sample(s, opt);
       if (!why.empty()) {
         skipped.push_back(where + ": " + why);
+        if (dropped) dropped->push_back(skipped.back());
         continue;
       }
     }
@@ -176,7 +178,8 @@ ClassSplit scan_class(const std::string& root, const std::string& cls, const Sca
   // A defect folder needs gt; "good" uses it when present (MVTec ships all-zero masks).
   for (const std::string& defect : list_defects(root, cls)) {
     const bool want_gt = defect != "good" || fs::is_directory(dir / "test" / defect / "gt", ec);
-    scan_folder(dir / "test" / defect, cls, "test", defect, want_gt, opt, cs.test, cs.skipped);
+    scan_folder(dir / "test" / defect, cls, "test", defect, want_gt, opt, cs.test, cs.skipped,
+                &cs.dropped_test);
   }
   if (!opt.quiet && !cs.skipped.empty()) {
     for (const std::string& m : cs.skipped) std::cerr << "cmdr-iad: warning: skipped " << m << "\n";

@@ -26,8 +26,13 @@ struct Sample {
 struct ClassSplit {
   std::string cls;
   std::vector<Sample> train, validation, test;
-  std::vector<std::string> skipped;  // one message per skipped sample / stray file
+  std::vector<std::string> skipped;       // one message per skipped sample / stray file
+  std::vector<std::string> dropped_test;  // the test samples among `skipped` (no stray files)
 };
+
+// xyz is pixel-aligned with rgb (same size), or — after SPEC 2 preprocessing — zero-padded,
+// centred, to a square of side max(H, W) rounded up to a multiple of 100.
+bool xyz_size_ok(int64_t rgb_w, int64_t rgb_h, int64_t xyz_w, int64_t xyz_h);
 
 struct ScanOptions {
   bool check_sizes = true;   // read headers: rgb vs xyz vs gt sizes, channels, sample types

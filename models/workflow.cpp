@@ -8,12 +8,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include "engine/error.hpp"
 #include "engine/profiler.hpp"
 #include "io/heatmap.hpp"
 #include "io/image.hpp"
 #include "io/safetensors.hpp"
+#include "io/tiff.hpp"
 #include "io/transforms.hpp"
 #include "ops/ops.hpp"
 
@@ -45,6 +47,28 @@ const std::vector<io::Sample>& calibration_split(const io::ClassSplit& cs, std::
   return cs.train;
 }
 
+// "mm:ss" (or "h:mm:ss"); "--:--" when unknown.
+std::string hms(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
+  const auto t = static_cast<long long>(seconds + 0.5);
+  char buf[32];
+  if (t >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%02lld:%02lld", t / 60, t % 60);
+  }
+  return buf;
+}
+
+// One progress line like train's: "<what> i/n (elapsed s, s/sample ETA mm:ss)".
+void progress(const std::string& what, int64_t done, int64_t n, double elapsed) {
+  const bool tty = ::isatty(2) != 0;
+  const double per = done > 0 ? elapsed / static_cast<double>(done) : 0.0;
+  std::fprintf(stderr, "%s%s %lld/%lld (%.1f s, %.2f s/sample, ETA %s)%s", tty ? "\r" : "",
+               what.c_str(), static_cast<long long>(done), static_cast<long long>(n), elapsed, per,
+               hms(per * static_cast<double>(n - done)).c_str(), tty ? "\033[K" : "\n");
+}
+
 std::string fmt3(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3f", v);
@@ -73,6 +97,66 @@ float calibrate_threshold(std::vector<float> normal_scores) {
   return static_cast<float>(kThresholdMargin * quantile(finite, kThresholdQuantile));
 }
 
+std::vector<float> calibrate_checkpoint(Cmdr& model, const Extractors& ex,
+                                        const std::vector<io::Sample>& split,
+                                        const std::string& split_name, CheckpointMeta& meta,
+                                        bool quiet) {
+  const Mode mode = model.config().mode;
+  // A 2d3d model serves samples without geometry (2d) and without rgb (3d): score each
+  // sample again with that modality removed, exactly as a fallback sample is scored.
+  const bool per_mode = mode == Mode::Fused2D3D;
+  std::map<Mode, std::vector<float>> scores;
+  float map_max = 0.0f;
+  for (const io::Sample& s : split) {
+    try {
+      const SampleFeatures f =
+          extract_features(ex, mode_needs_rgb(mode) ? s.rgb : std::string(),
+                           mode_needs_xyz(mode) ? s.xyz : std::string(), model.config().side);
+      const ScoredSample r = score_features(model, f, s.rgb, s.xyz);
+      if (score_computable(r.out.fusion)) {
+        scores[r.mode_used].push_back(r.out.fusion.image_score);
+        if (!r.fallback()) {
+          for (float v : r.out.fusion.pixel_map.to_vector()) map_max = std::max(map_max, v);
+        }
+      } else {
+        note(quiet, "train: calibration: " + s.rgb + ": score not computable, not used");
+      }
+      if (per_mode && !r.fallback()) {
+        SampleFeatures no3d = f;
+        no3d.has_3d = false;
+        SampleFeatures norgb = f;
+        norgb.has_rgb = false;
+        for (const SampleFeatures* g : {&no3d, &norgb}) {
+          const ScoredSample rf = score_features(model, *g, s.rgb, s.xyz);
+          if (score_computable(rf.out.fusion)) {
+            scores[rf.mode_used].push_back(rf.out.fusion.image_score);
+          }
+        }
+      }
+    } catch (const Error& e) {
+      note(quiet, std::string("train: calibration skips a sample: ") + e.what());
+    }
+  }
+  std::vector<float>& main = scores[mode];
+  CMDR_CHECK(!main.empty(), "threshold calibration: no sample of ", split_name, " (", split.size(),
+             ") could be scored in mode ", mode_name(mode));
+  meta.threshold = calibrate_threshold(main);
+  meta.map_scale = map_max > 0 ? 1.5f * map_max : 1.0f;
+  meta.threshold_rule = "1.05 x q99 of the image scores of " + split_name + " (" +
+                        std::to_string(main.size()) + " samples)";
+  meta.fallback_thresholds.clear();
+  if (per_mode) {
+    for (const Mode m : {Mode::Only2D, Mode::Only3D}) {
+      if (scores[m].empty()) continue;
+      meta.fallback_thresholds[mode_name(m)] = calibrate_threshold(scores[m]);
+      meta.threshold_rule += std::string("; ") + mode_name(m) + " fallback: the same rule on " +
+                             std::to_string(scores[m].size()) + " samples scored without " +
+                             (m == Mode::Only2D ? "geometry" : "rgb");
+    }
+  }
+  return main;
+}
+
 bool mode_needs_rgb(Mode m) {
   return mode_uses_dec2d(m) || mode_uses_mapping(m);
 }
@@ -82,11 +166,30 @@ bool mode_needs_xyz(Mode m) {
 
 ScoredSample score_sample(Cmdr& model, const Extractors& ex, const std::string& rgb,
                           const std::string& xyz, bool keep_expanded) {
+  const CmdrConfig& c = model.config();
+  const Mode mode = c.mode;
+  const bool read_rgb = mode_needs_rgb(mode) && !rgb.empty();
+  const bool read_xyz = mode_needs_xyz(mode) && !xyz.empty();
+  if (read_rgb && read_xyz) {
+    // A misaligned pair would give a plausible score: refuse it (the dataset walker's rule).
+    const io::PngInfo pi = io::png_info(rgb);
+    const io::TiffInfo ti = io::tiff_info(xyz);
+    CMDR_CHECK(io::xyz_size_ok(pi.width, pi.height, ti.width, ti.height), "size mismatch: rgb '",
+               rgb, "' is ", pi.width, "x", pi.height, " but xyz '", xyz, "' is ", ti.width, "x",
+               ti.height, " (they must be the same size, or the SPEC 2 padded square)");
+  }
+  SampleFeatures f = extract_features(ex, read_rgb ? rgb : std::string(),
+                                      read_xyz ? xyz : std::string(), c.side, keep_expanded);
+  return score_features(model, std::move(f), rgb, xyz, keep_expanded);
+}
+
+ScoredSample score_features(Cmdr& model, SampleFeatures f, const std::string& rgb,
+                            const std::string& xyz, bool keep_expanded) {
   ScoredSample r;
   const CmdrConfig& c = model.config();
   const Mode mode = c.mode;
-  r.features = extract_features(ex, mode_needs_rgb(mode) ? rgb : std::string(),
-                                mode_needs_xyz(mode) ? xyz : std::string(), c.side, keep_expanded);
+  r.model_mode = mode;
+  r.features = std::move(f);
   r.t = r.features.t;
   r.warning = r.features.warning;
   Sample s = expand_features(r.features, c.rgb_dim, c.xyz_dim, &r.t);
@@ -113,6 +216,70 @@ ScoredSample score_sample(Cmdr& model, const Extractors& ex, const std::string& 
   if (!r.out.fusion.warning.empty() && r.warning.empty()) r.warning = r.out.fusion.warning;
   if (keep_expanded) r.expanded = std::move(s);
   return r;
+}
+
+const char* verdict_name(Verdict v) {
+  switch (v) {
+    case Verdict::Ok:
+      return "OK";
+    case Verdict::Nok:
+      return "NOK";
+    case Verdict::Unknown:
+      return "UNKNOWN";
+    case Verdict::Error:
+      return "ERROR";
+    case Verdict::Skipped:
+      return "SKIPPED";
+  }
+  return "?";
+}
+
+bool score_computable(const FusionResult& f) {
+  return std::isfinite(f.image_score) && (!f.fused.defined() || all_finite(f.fused));
+}
+
+float threshold_for(const CheckpointMeta& meta, Mode used, float override_threshold,
+                    std::string* source) {
+  auto say = [&](const std::string& s) {
+    if (source) *source = s;
+  };
+  if (used == meta.mode) {
+    if (std::isfinite(override_threshold)) {
+      say("--threshold");
+      return override_threshold;
+    }
+    say(std::isfinite(meta.threshold) ? "checkpoint" : "none (the checkpoint has no threshold)");
+    return meta.threshold;
+  }
+  const auto it = meta.fallback_thresholds.find(mode_name(used));
+  if (it != meta.fallback_thresholds.end() && std::isfinite(it->second)) {
+    say(std::string("checkpoint (") + mode_name(used) + " fallback)");
+    return it->second;
+  }
+  say(std::string("none: the checkpoint has no threshold for ") + mode_name(used) +
+      " fallback samples (it predates per-mode thresholds, or was not calibrated)");
+  return std::numeric_limits<float>::quiet_NaN();
+}
+
+Judgement judge(const ScoredSample& r, const CheckpointMeta& meta, float override_threshold) {
+  Judgement j;
+  j.threshold = threshold_for(meta, r.mode_used, override_threshold, &j.threshold_source);
+  if (!score_computable(r.out.fusion)) {
+    j.verdict = Verdict::Error;
+    const float sc = r.out.fusion.image_score;
+    j.error = std::isfinite(sc) ? std::string("the anomaly map holds non-finite values")
+                                : std::string("the image score is ") + (std::isnan(sc) ? "nan"
+                                                                        : sc > 0       ? "inf"
+                                                                                       : "-inf");
+    j.error = "score not computable: " + j.error;
+    return j;
+  }
+  if (!std::isfinite(j.threshold)) {
+    j.verdict = Verdict::Unknown;
+    return j;
+  }
+  j.verdict = r.out.fusion.image_score > j.threshold ? Verdict::Nok : Verdict::Ok;
+  return j;
 }
 
 std::string resume_path(const std::string& out) {
@@ -229,11 +396,7 @@ TrainReport train_class(const TrainJob& job, const Extractors& ex) {
       ++rep.skipped;
       note(q, std::string("train: skipping unreadable sample: ") + e.what());
     }
-    if (!q) {
-      std::fprintf(stderr, "%sfeatures %lld/%lld (%.1f s)%s", ::isatty(2) ? "\r" : "",
-                   static_cast<long long>(i + 1), static_cast<long long>(n), seconds_since(t0),
-                   ::isatty(2) ? "\033[K" : "\n");
-    }
+    if (!q) progress("features", i + 1, n, seconds_since(t0));
   }
   if (!q && ::isatty(2)) std::fprintf(stderr, "\n");
   rep.samples = cache.size();
@@ -296,23 +459,8 @@ TrainReport train_class(const TrainJob& job, const Extractors& ex) {
   if (job.calibrate) {
     std::string which;
     const std::vector<io::Sample>& cal = calibration_split(cs, &which);
-    std::vector<float> scores;
-    float map_max = 0.0f;
-    for (const io::Sample& s : cal) {
-      try {
-        ScoredSample r = score_sample(*model, ex, s.rgb, s.xyz);
-        scores.push_back(r.out.fusion.image_score);
-        for (float v : r.out.fusion.pixel_map.to_vector()) map_max = std::max(map_max, v);
-      } catch (const Error& e) {
-        note(q, std::string("train: calibration skips a sample: ") + e.what());
-      }
-    }
-    meta.threshold = calibrate_threshold(scores);
-    meta.map_scale = map_max > 0 ? 1.5f * map_max : 1.0f;
-    meta.threshold_rule = "1.05 x q99 of the image scores of " + which + " (" +
-                          std::to_string(scores.size()) + " samples)";
+    rep.calibration_scores = calibrate_checkpoint(*model, ex, cal, which, meta, q);
     rep.calibration_split = which;
-    rep.calibration_scores = scores;
   }
   rep.calibrate_seconds = seconds_since(t0);
   meta.steps = model->steps();
@@ -343,7 +491,10 @@ EvalReport evaluate_class(Cmdr& model, const CheckpointMeta& meta, const Extract
   const io::ClassSplit cs = io::scan_class(job.data, job.cls, so);
   CMDR_CHECK(!cs.test.empty(), "evaluate: class '", job.cls, "' has no test sample");
   const int64_t S = model.config().side;
-  const float thr = std::isfinite(job.threshold_override) ? job.threshold_override : meta.threshold;
+  rep.threshold = threshold_for(meta, meta.mode, job.threshold_override, &rep.threshold_source);
+  // Samples the scanner dropped (missing partner, unreadable header, size mismatch) count.
+  rep.skipped = static_cast<int64_t>(cs.dropped_test.size());
+  rep.skipped_messages = cs.dropped_test;
   metrics::Inputs paper, official;
   paper.h = paper.w = S;
   std::vector<Tensor> native_maps;
@@ -354,6 +505,12 @@ EvalReport evaluate_class(Cmdr& model, const CheckpointMeta& meta, const Extract
   const int64_t n = static_cast<int64_t>(cs.test.size());
   for (int64_t i = 0; i < n; ++i) {
     const io::Sample& s = cs.test[static_cast<std::size_t>(i)];
+    if (!q && i > 0) progress("evaluate " + job.cls, i, n, seconds_since(t_start));
+    EvalSampleRecord rec;
+    rec.rgb = s.rgb;
+    rec.xyz = s.xyz;
+    rec.defect = s.defect;
+    rec.gt = s.label;
     ScoredSample r;
     io::Image8 gt_img;
     try {
@@ -366,14 +523,32 @@ EvalReport evaluate_class(Cmdr& model, const CheckpointMeta& meta, const Extract
       }
     } catch (const Error& e) {
       ++rep.skipped;
+      rep.skipped_messages.push_back(e.what());
       note(q, std::string("evaluate: skipping sample: ") + e.what());
+      rec.verdict = Verdict::Skipped;
+      rec.error = e.what();
+      rep.records.push_back(std::move(rec));
       continue;
     }
-    if (!r.warning.empty()) {
+    if (!r.warning.empty() || r.fallback()) {
       ++rep.fallbacks;
       note(q, "evaluate: " + s.rgb + ": " + r.warning);
     }
     const FusionResult& fr = r.out.fusion;
+    const Judgement jd = judge(r, meta, job.threshold_override);
+    rec.score = fr.image_score;
+    rec.verdict = jd.verdict;
+    rec.mode = mode_name(r.mode_used);
+    rec.threshold = jd.threshold;
+    rec.error = jd.error;
+    rep.records.push_back(rec);
+    if (jd.verdict == Verdict::Error) {
+      // Not computable: kept out of the metrics (a NaN would corrupt every curve), counted.
+      ++rep.errors;
+      note(q, "evaluate: " + s.rgb + ": ERROR: " + jd.error);
+      continue;
+    }
+    const float thr = jd.threshold;
     // Paper protocol: S×S, per-image normalised maps (SPEC 7-8).
     const Tensor gt_s = io::gt_transform(gt_img, S);
     const std::vector<float> pm = fr.pixel_map.to_vector(), am = fr.aupro_map.to_vector(),
@@ -395,12 +570,13 @@ EvalReport evaluate_class(Cmdr& model, const CheckpointMeta& meta, const Extract
     native_gt.push_back(std::move(ng));
     native_maps.push_back(nat);
     ++rep.samples;
-    const bool nok = std::isfinite(thr) && fr.image_score > thr;
-    if (std::isfinite(thr)) {
-      if (s.label == 1)
-        (nok ? rep.true_pos : rep.false_neg)++;
-      else
-        (nok ? rep.false_pos : rep.true_neg)++;
+    const bool nok = jd.verdict == Verdict::Nok;
+    if (jd.verdict == Verdict::Unknown) {
+      ++rep.unknown;
+    } else if (s.label == 1) {
+      (nok ? rep.true_pos : rep.false_neg)++;
+    } else {
+      (nok ? rep.false_pos : rep.true_neg)++;
     }
     for (auto* acc : {&rep.t}) {
       acc->read += r.t.read;
@@ -418,24 +594,20 @@ EvalReport evaluate_class(Cmdr& model, const CheckpointMeta& meta, const Extract
         rgb_img = io::read_rgb_png(s.rgb);
       } catch (const Error&) {
       }
-      const io::Image8 ov = io::heatmap_overlay(
-          rgb_img, fr.pixel_map, gt_s, "S " + fmt3(fr.image_score) + " T " + fmt3(thr),
-          std::isfinite(thr) ? (nok ? "NOK" : "OK") : "NO THRESHOLD", nok, oo);
+      const io::Image8 ov = io::heatmap_overlay(rgb_img, fr.pixel_map, gt_s,
+                                                "S " + fmt3(fr.image_score) + " T " + fmt3(thr),
+                                                verdict_name(jd.verdict), nok, oo);
       const std::string file =
           (fs::path(job.heatmaps) / job.cls / (s.defect + "_" + s.name + ".png")).string();
       io::write_png(file, ov);
       rep.heatmap_files.push_back(file);
     }
-    if (!q) {
-      std::fprintf(stderr, "%sevaluate %s %lld/%lld%s", ::isatty(2) ? "\r" : "", job.cls.c_str(),
-                   static_cast<long long>(i + 1), static_cast<long long>(n),
-                   ::isatty(2) ? "\033[K" : "\n");
-    }
   }
+  if (!q) progress("evaluate " + job.cls, n, n, seconds_since(t_start));
   if (!q && ::isatty(2)) std::fprintf(stderr, "\n");
   paper.n = rep.samples;
   CMDR_CHECK(rep.samples > 0, "evaluate: class '", job.cls, "': no test sample could be scored (",
-             rep.skipped, " skipped)");
+             rep.skipped, " skipped, ", rep.errors, " not computable)");
   official.n = rep.samples;
   if (native_same) {
     official.h = nh;

@@ -4,6 +4,7 @@
 // the decision threshold, train one class into a checkpoint, evaluate one class with both
 // metric protocols (SPEC 8), maps and heatmaps.
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,15 @@ namespace cmdr::models {
 inline constexpr double kThresholdQuantile = 0.99;
 inline constexpr double kThresholdMargin = 1.05;
 float calibrate_threshold(std::vector<float> normal_scores);
+// The calibration a finished training run stores: the rule above on the split's scores in
+// the checkpoint's mode, and for a 2d3d model the same rule per fallback mode (each sample
+// scored again with its geometry removed -> "2d", with its rgb removed -> "3d"), so a
+// fallback sample is judged against a threshold of its own mode. Sets meta.threshold,
+// threshold_rule, fallback_thresholds and map_scale; returns the main-mode scores.
+std::vector<float> calibrate_checkpoint(Cmdr& model, const Extractors& ex,
+                                        const std::vector<io::Sample>& split,
+                                        const std::string& split_name, CheckpointMeta& meta,
+                                        bool quiet);
 double quantile(std::vector<float> v, double q);  // linear interpolation, v non-empty
 
 // Which extractors a training mode needs.
@@ -34,16 +44,48 @@ bool mode_needs_xyz(Mode m);
 // ---- One sample end to end ----
 struct ScoredSample {
   CmdrOutputs out;
-  Mode mode_used = Mode::Fused2D3D;
+  Mode model_mode = Mode::Fused2D3D;  // the checkpoint's mode
+  Mode mode_used = Mode::Fused2D3D;   // differs from model_mode after a fallback
+  bool fallback() const { return mode_used != model_mode; }
   StageTimes t;
   std::string warning;      // fallback taken (no geometry -> 2D, no rgb -> 3D)
   SampleFeatures features;  // compact features (kept for `score --dump`)
   Sample expanded;          // only with keep_expanded
 };
 // rgb / xyz: paths ("" = absent). The model's mode decides the fusion; a sample without
-// geometry falls back to 2D, a sample without rgb to 3D (both with a warning).
+// geometry falls back to 2D, a sample without rgb to 3D (both with a warning). When both
+// files are read, their sizes must agree (io::xyz_size_ok; an error names both sizes).
 ScoredSample score_sample(Cmdr& model, const Extractors& ex, const std::string& rgb,
                           const std::string& xyz, bool keep_expanded = false);
+// The networks + fusion part of score_sample on features already extracted (rgb / xyz only
+// name the sample in messages).
+ScoredSample score_features(Cmdr& model, SampleFeatures f, const std::string& rgb,
+                            const std::string& xyz, bool keep_expanded = false);
+
+// ---- Verdicts (issue 9 items 1 and 3) ----
+// OK / NOK: the score was compared with the threshold of the mode the sample was scored
+// in. UNKNOWN: no threshold applies (none calibrated for that mode, e.g. a fallback sample
+// with a checkpoint that predates per-mode thresholds). ERROR: the score could not be
+// computed (non-finite score or map): never OK. SKIPPED: the sample could not be scored at
+// all (unreadable file, size mismatch, ...); the caller assigns it.
+enum class Verdict { Ok, Nok, Unknown, Error, Skipped };
+const char* verdict_name(Verdict v);  // "OK", "NOK", "UNKNOWN", "ERROR", "SKIPPED"
+struct Judgement {
+  Verdict verdict = Verdict::Unknown;
+  float threshold = std::numeric_limits<float>::quiet_NaN();  // the one compared with
+  std::string threshold_source;  // "checkpoint", "--threshold", "checkpoint (2d fallback)"...
+  std::string error;             // for ERROR: why
+};
+// True when the image score and every fused map value are finite (a NaN in the map does not
+// propagate to the max-based image score, so both are checked).
+bool score_computable(const FusionResult& f);
+// The threshold for a sample scored in mode `used` by a checkpoint of meta.mode: the
+// override (when finite) or meta.threshold for the checkpoint's own mode, else
+// meta.fallback_thresholds[used] (an override does not apply to fallback samples: it was
+// chosen for the checkpoint's mode). NaN when none.
+float threshold_for(const CheckpointMeta& meta, Mode used, float override_threshold,
+                    std::string* source = nullptr);
+Judgement judge(const ScoredSample& r, const CheckpointMeta& meta, float override_threshold);
 
 // ---- Training one class ----
 struct TrainJob {
@@ -87,9 +129,25 @@ struct EvalJob {
   bool quiet = false;
   float threshold_override = std::numeric_limits<float>::quiet_NaN();
 };
+// One test sample as evaluate judged it (the JSON's per-sample list: audit the confusion).
+struct EvalSampleRecord {
+  std::string rgb, xyz, defect;
+  int gt = 0;  // 1 = defective
+  float score = std::numeric_limits<float>::quiet_NaN();
+  Verdict verdict = Verdict::Unknown;
+  std::string mode;  // mode the sample was scored in
+  float threshold = std::numeric_limits<float>::quiet_NaN();
+  std::string error;  // ERROR / SKIPPED: why
+};
 struct EvalReport {
   std::string cls;
-  int64_t samples = 0, skipped = 0, fallbacks = 0;
+  // samples: scored and in the metrics; skipped: the scanner dropped them (dropped_test)
+  // or they could not be scored; errors: scored, score not computable (not in the metrics).
+  int64_t samples = 0, skipped = 0, fallbacks = 0, errors = 0, unknown = 0;
+  std::vector<std::string> skipped_messages;
+  float threshold = std::numeric_limits<float>::quiet_NaN();  // of the checkpoint's mode
+  std::string threshold_source;
+  std::vector<EvalSampleRecord> records;  // every test sample, in scan order
   metrics::Result paper, official;
   bool ok = false;      // metrics computed (both labels present)
   std::string problem;  // why not
