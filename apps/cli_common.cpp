@@ -1,5 +1,9 @@
 #include "apps/cli_common.hpp"
 
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -27,10 +31,9 @@ void add_weight_flags(CLI::App* c, ExtractorArgs& a, bool inference) {
 }
 
 void add_group_flags(CLI::App* c, ExtractorArgs& a) {
-  c->add_option("--groups", a.groups, "Point-MAE FPS centres (SPEC 4.2: 1024)")
-      ->check(CLI::PositiveNumber);
+  c->add_option("--groups", a.groups, "Point-MAE FPS centres (SPEC 4.2: 1024)")->check(positive());
   c->add_option("--group-size", a.group_size, "Point-MAE points per group (SPEC 4.2: 128)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   c->add_flag("--bn-running-stats", a.bn_running_stats,
               "Point-MAE BatchNorm with its running statistics (SPEC 4.2 option)");
 }
@@ -74,7 +77,8 @@ void add_checkpoint_flags(CLI::App* c, CheckpointArgs& a, bool allow_dir) {
   c->add_option("--mode", a.mode,
                 "for a bare state dict: 2d3d|2d|3d (a full checkpoint must agree)")
       ->check(CLI::IsMember({"2d3d", "2d", "3d"}));
-  c->add_option("--size", a.size, "for a bare state dict: side S (a full checkpoint must agree)");
+  c->add_option("--size", a.size, "for a bare state dict: side S (a full checkpoint must agree)")
+      ->default_str("from the checkpoint");
 }
 
 models::LoadedCheckpoint open_checkpoint(const CheckpointArgs& a) {
@@ -106,7 +110,80 @@ void require_empty_dir(const std::string& dir, bool force, const char* flag) {
     CMDR_CHECK(force || fs::is_empty(dir), flag, " '", dir,
                "' is not empty; pass --force to write into it anyway");
   }
-  fs::create_directories(dir);
+  make_output_dir(dir, "", flag);
+}
+
+namespace {
+
+CLI::Validator number_check(const std::string& desc, bool (*ok)(double), const char* want) {
+  return CLI::Validator(
+      [ok, want](std::string& s) -> std::string {
+        double v = 0;
+        try {
+          std::size_t used = 0;
+          v = std::stod(s, &used);
+          if (used != s.size()) return "'" + s + "' is not a number";
+        } catch (const std::exception&) {
+          return "'" + s + "' is not a number";
+        }
+        if (!ok(v)) return "got " + s + ", expected " + want;
+        return std::string();
+      },
+      desc);
+}
+
+}  // namespace
+
+CLI::Validator positive() {
+  return number_check(
+      "POSITIVE", [](double v) { return std::isfinite(v) && v > 0; }, "a number > 0");
+}
+CLI::Validator non_negative() {
+  return number_check(
+      "NONNEGATIVE", [](double v) { return std::isfinite(v) && v >= 0; }, "a number >= 0");
+}
+CLI::Validator finite() {
+  return number_check(
+      "", [](double v) { return std::isfinite(v) != 0; }, "a finite number");
+}
+
+void check_input_file(const std::string& path, const char* verb, const char* flag) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  CMDR_CHECK(fs::exists(st), verb, ": ", flag, " '", path, "' does not exist");
+  CMDR_CHECK(!fs::is_directory(st), verb, ": ", flag, " '", path, "' is a directory, not a file");
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  CMDR_CHECK(f != nullptr, verb, ": ", flag, " '", path, "' is not readable (",
+             std::strerror(errno), ")");
+  std::fclose(f);
+}
+
+void make_output_dir(const std::string& dir, const char* verb, const char* flag) {
+  const std::string who = std::string(verb) + (*verb ? ": " : "") + flag;
+  // Walk up to the first existing component: it must be a directory.
+  fs::path p = fs::path(dir).lexically_normal();
+  for (fs::path q = p; !q.empty(); q = q.parent_path()) {
+    std::error_code ec;
+    const fs::file_status st = fs::status(q, ec);
+    if (fs::exists(st)) {
+      CMDR_CHECK(fs::is_directory(st), who, " '", dir, "': '", q.string(),
+                 "' is a regular file, not a folder");
+      break;
+    }
+    if (q == q.parent_path()) break;
+  }
+  std::error_code ec;
+  fs::create_directories(p, ec);
+  CMDR_CHECK(!ec, who, " '", dir, "': cannot create the folder (", ec.message(), ")");
+}
+
+void check_output_file(const std::string& file, bool force, const char* verb, const char* flag) {
+  std::error_code ec;
+  CMDR_CHECK(!fs::is_directory(file, ec), verb, ": ", flag, " '", file, "' is a directory");
+  CMDR_CHECK(force || !fs::exists(file, ec), verb, ": ", flag, " '", file,
+             "' exists; pass --force to overwrite it");
+  const fs::path parent = fs::path(file).parent_path();
+  if (!parent.empty()) make_output_dir(parent.string(), verb, flag);
 }
 
 }  // namespace cmdr::app

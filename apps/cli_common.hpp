@@ -44,6 +44,19 @@ void profile_end(bool on, const std::string& trace_path);
 // Refuses an existing non-empty directory unless force (nothing overwritten silently).
 void require_empty_dir(const std::string& dir, bool force, const char* flag);
 
+// ---- Plain messages for command-line mistakes (issue 9 item 7) ----
+// Number checks with plain messages (CLI11's PositiveNumber prints a 300-digit range).
+CLI::Validator positive();      // > 0
+CLI::Validator non_negative();  // >= 0
+CLI::Validator finite();        // a finite number (--threshold nan|inf is an error)
+// An input file: "does not exist" / "is a directory, not a file" / "is not readable".
+void check_input_file(const std::string& path, const char* verb, const char* flag);
+// Creates an output folder (and its parents); a parent that is a regular file (or any other
+// failure) is a plain error naming the flag and the path, not a raw filesystem message.
+void make_output_dir(const std::string& dir, const char* verb, const char* flag);
+// The folder a file will be written into must exist (or be creatable); checked before work.
+void check_output_file(const std::string& file, bool force, const char* verb, const char* flag);
+
 // apps/cmd_train.cpp: runs a training job (extractor resolution, summary on stdout); `demo`
 // calls it too.
 models::TrainReport run_train_job(models::TrainJob job, const ExtractorArgs& exa,
@@ -53,7 +66,7 @@ models::TrainReport run_train_job(models::TrainJob job, const ExtractorArgs& exa
 struct EvaluateArgs {
   std::string data, json, save_maps, heatmaps;
   std::vector<std::string> classes;  // empty with all = true
-  bool all = false, profile = false;
+  bool all = false, profile = false, force = false;
   float threshold = std::numeric_limits<float>::quiet_NaN();
 };
 // --checkpoint: one file, or a folder of <class>.safetensors (one per class, for --all).

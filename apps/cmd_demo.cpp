@@ -111,6 +111,7 @@ void run_demo(const DemoArgs& a) {
   ev.json = (out / "metrics.json").string();
   ev.save_maps = (out / "maps").string();
   ev.heatmaps = (out / "heatmaps").string();
+  ev.force = a.force;  // --out was checked (empty, or --force) above
   const nlohmann::json res = run_evaluate(ev, ca, ea);
   const double t_eval = std::chrono::duration<double>(Clock::now() - t_ev).count();
   const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -142,12 +143,9 @@ void add_demo(CLI::App& root) {
   c->add_flag("--force", a->force, "write into a non-empty --out");
   add_weight_flags(c, a->ex, false);
   c->add_option("--size", a->size, "side S of the preset (default 48)");
-  c->add_option("--epochs", a->epochs, "epochs of the preset (default 3)")
-      ->check(CLI::PositiveNumber);
-  c->add_option("--train-samples", a->train, "training samples (default 12)")
-      ->check(CLI::PositiveNumber);
-  c->add_option("--image", a->image, "synthetic image side (default 128)")
-      ->check(CLI::PositiveNumber);
+  c->add_option("--epochs", a->epochs, "epochs of the preset (default 3)")->check(positive());
+  c->add_option("--train-samples", a->train, "training samples (default 12)")->check(positive());
+  c->add_option("--image", a->image, "synthetic image side (default 128)")->check(positive());
   c->callback([a] { run_demo(*a); });
 }
 

@@ -35,6 +35,29 @@ nlohmann::json mean_json(const std::vector<metrics::Result>& rs) {
   return class_json(m);
 }
 
+nlohmann::json finite_or_null(float v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+}
+
+// "  bagel: threshold 1.234 (checkpoint): 3/12 defective caught (TP 3, FN 9), 8/8 good passed
+// (TN 8, FP 0); 0 UNKNOWN, 0 ERROR, 0 skipped"
+std::string confusion_line(const std::string& cls, const models::EvalReport& r) {
+  char buf[512];
+  const std::string thr =
+      std::isfinite(r.threshold) ? std::to_string(r.threshold) : std::string("none");
+  std::snprintf(
+      buf, sizeof buf,
+      "  %s: threshold %s (%s): %lld/%lld defective caught (TP %lld, FN %lld), "
+      "%lld/%lld good passed (TN %lld, FP %lld); %lld UNKNOWN, %lld ERROR, %lld skipped",
+      cls.c_str(), thr.c_str(), r.threshold_source.c_str(), static_cast<long long>(r.true_pos),
+      static_cast<long long>(r.true_pos + r.false_neg), static_cast<long long>(r.true_pos),
+      static_cast<long long>(r.false_neg), static_cast<long long>(r.true_neg),
+      static_cast<long long>(r.true_neg + r.false_pos), static_cast<long long>(r.true_neg),
+      static_cast<long long>(r.false_pos), static_cast<long long>(r.unknown),
+      static_cast<long long>(r.errors), static_cast<long long>(r.skipped));
+  return buf;
+}
+
 }  // namespace
 
 nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
@@ -57,10 +80,33 @@ nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
     }
     return c;
   };
+  // Nothing overwritten silently (the rule of train / detect / score): every output is
+  // checked before any work.
+  if (!a.json.empty()) check_output_file(a.json, a.force, "evaluate", "--json");
+  const std::string trace = (a.json.empty() ? std::string("evaluate") : a.json) + ".trace.json";
+  if (a.profile) check_output_file(trace, a.force, "evaluate", "--profile");
+  for (const std::string& cls : classes) {
+    if (!a.save_maps.empty()) {
+      for (const std::string suffix : {".safetensors", "_mvtec.safetensors"}) {
+        check_output_file((fs::path(a.save_maps) / (cls + suffix)).string(), a.force, "evaluate",
+                          "--save-maps");
+      }
+    }
+    if (!a.heatmaps.empty()) {
+      const fs::path d = fs::path(a.heatmaps) / cls;
+      std::error_code ec;
+      CMDR_CHECK(a.force || !fs::is_directory(d, ec) || fs::is_empty(d, ec),
+                 "evaluate: --heatmaps '", d.string(),
+                 "' is not empty; pass --force to overwrite its files");
+      make_output_dir(d.string(), "evaluate", "--heatmaps");
+    }
+  }
   models::LoadedCheckpoint first = open_checkpoint(ckpt_of(classes[0]));
   const models::Extractors ex = extractors_for(first, exa, "evaluate");
   const int64_t side = first.model->config().side;
   std::vector<std::pair<std::string, metrics::Result>> paper_rows, official_rows;
+  std::vector<std::string> confusion_lines;
+  int64_t failures = 0, unknown = 0;
   nlohmann::json out;
   out["protocol"] = "paper";
   out["checkpoint"] = ca.path;
@@ -96,11 +142,36 @@ nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
     cj["checkpoint"] = ck.path;
     cj["checkpoint_sha256"] = ck.sha256;
     cj["samples"] = r.samples;
-    cj["skipped"] = r.skipped;
+    cj["skipped"] = r.skipped;  // scanner drops + samples that could not be scored
+    cj["skipped_samples"] = r.skipped_messages;
+    cj["errors"] = r.errors;  // score not computable (not in the metrics)
+    cj["unknown"] = r.unknown;
     cj["fallbacks"] = r.fallbacks;
     cj["seconds"] = r.seconds;
+    cj["threshold"] = finite_or_null(r.threshold);
+    cj["threshold_source"] = r.threshold_source;
+    cj["threshold_rule"] = ck.meta.threshold_rule;
+    cj["fallback_thresholds"] = nlohmann::json::object();
+    for (const auto& [m, t] : ck.meta.fallback_thresholds) cj["fallback_thresholds"][m] = t;
     cj["confusion_at_threshold"] = {
         {"tp", r.true_pos}, {"fp", r.false_pos}, {"tn", r.true_neg}, {"fn", r.false_neg}};
+    nlohmann::json per = nlohmann::json::array();
+    for (const models::EvalSampleRecord& rec : r.records) {
+      nlohmann::json sj{{"path", rec.rgb},
+                        {"xyz", rec.xyz},
+                        {"defect", rec.defect},
+                        {"gt", rec.gt ? "NOK" : "OK"},
+                        {"score", finite_or_null(rec.score)},
+                        {"label", models::verdict_name(rec.verdict)},
+                        {"mode", rec.mode},
+                        {"threshold", finite_or_null(rec.threshold)}};
+      if (!rec.error.empty()) sj["error"] = rec.error;
+      per.push_back(sj);
+    }
+    cj["per_sample"] = per;
+    confusion_lines.push_back(confusion_line(cls, r));
+    failures += r.skipped + r.errors;
+    unknown += r.unknown;
     out["classes"][cls] = cj;
     out["official"]["classes"][cls] = class_json(r.official);
     if (!globals().quiet) {
@@ -114,7 +185,6 @@ nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
                    r.t.assemble / n, r.t.networks / n);
     }
   }
-  const std::string trace = (a.json.empty() ? std::string("evaluate") : a.json) + ".trace.json";
   profile_end(a.profile, trace);
   CMDR_CHECK(!paper_rows.empty(), "evaluate: no class could be evaluated");
   std::vector<metrics::Result> pr, orr;
@@ -126,13 +196,16 @@ nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
             << metrics::format_table(paper_rows) << "\n"
             << "Official MVTec 3D-AD protocol (native gt resolution, raw maps, image score = max, "
                "100 thresholds):\n"
-            << metrics::format_table(official_rows);
+            << metrics::format_table(official_rows) << "\n"
+            << "Decisions at the threshold (label NOK when score > threshold):\n";
+  for (const std::string& l : confusion_lines) std::cout << l << "\n";
   if (!a.json.empty()) {
     std::ofstream os(a.json);
     CMDR_CHECK(os.good(), "evaluate: cannot write --json '", a.json, "'");
     os << out.dump(2) << "\n";
     CMDR_CHECK(os.good(), "evaluate: error writing --json '", a.json, "'");
   }
+  report_sample_outcomes(failures, unknown);
   return out;
 }
 
@@ -165,10 +238,16 @@ void add_evaluate(CLI::App& root) {
                 "directory: <class>.safetensors (paper maps) and <class>_mvtec.safetensors, "
                 "readable by `cmdr-iad metrics --maps`");
   c->add_option("--heatmaps", a->heatmaps, "directory: <class>/<defect>_<name>.png overlays");
-  c->add_option("--threshold", a->threshold, "decision threshold (default: the checkpoint's)");
+  c->add_option("--threshold", a->threshold,
+                "decision threshold for samples scored in the checkpoint's mode (default: the "
+                "checkpoint's; fallback samples keep their per-mode threshold)")
+      ->check(finite())
+      ->default_str("checkpoint");
+  c->add_flag("--force", a->force, "overwrite existing --json / --save-maps / --heatmaps files");
   c->add_flag("--profile", a->profile, "per-op profile table and a Chrome trace next to --json");
   c->callback([a, ca, ea, cls, points, c] {
     if (!points->empty()) {
+      if (!a->json.empty()) check_output_file(a->json, a->force, "evaluate", "--json");
       evaluate_points_from_flags(*c, {*points, ca->path, ca->mode, ea->xyz_weights, a->json,
                                       ea->allow_mismatch, a->profile});
       return;

@@ -129,11 +129,10 @@ void add_train(CLI::App& root) {
   c->add_option("--mode", a->mode, "2d3d (default) | 2d | 3d")
       ->check(CLI::IsMember({"2d3d", "2d", "3d"}));
   c->add_option("--size", a->job.side, "side S (multiple of 8; SPEC default 224)");
-  c->add_option("--epochs", a->job.epochs, "epochs (SPEC 6 default 50)")
-      ->check(CLI::PositiveNumber);
-  c->add_option("--lr", a->job.lr, "Adam learning rate (default 1e-3)")->check(CLI::PositiveNumber);
+  c->add_option("--epochs", a->job.epochs, "epochs (SPEC 6 default 50)")->check(positive());
+  c->add_option("--lr", a->job.lr, "Adam learning rate (default 1e-3)")->check(positive());
   c->add_option("--clip-grad", a->job.clip_grad, "clip each network's gradient norm to N (0 = off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   add_weight_flags(c, a->ex, false);
   add_group_flags(c, a->ex);
   c->add_option("--random-extractors", a->random_seed,
@@ -144,12 +143,13 @@ void add_train(CLI::App& root) {
   c->add_flag("--force", a->job.force, "overwrite an existing --out / discard a resumable run");
   c->add_option("--cache-mb", a->job.cache_budget_mb,
                 "feature cache memory budget in MiB before spilling to disk (default 4096)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   c->add_option("--init", a->job.init,
                 "parity hook: start from the weights of this checkpoint / bare state dict")
       ->check(CLI::ExistingFile);
   c->add_option("--steps", a->job.steps, "parity hook: stop after K optimizer steps")
-      ->check(CLI::PositiveNumber);
+      ->check(positive())
+      ->default_str("all");
   c->add_flag("--no-dropout", a->job.no_dropout, "parity hook: dropout p = 0");
   c->add_flag("--no-shuffle", a->job.no_shuffle, "parity hook: samples in sorted order");
   c->add_option("--dump-losses", a->job.dump_losses,

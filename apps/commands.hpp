@@ -9,12 +9,23 @@
 
 namespace cmdr::app {
 
+// Exit status of cmdr-iad (docs/cli.md "Exit status and labels"): the worst outcome wins.
+inline constexpr int kExitOk = 0;        // every sample judged (OK or NOK) / verb succeeded
+inline constexpr int kExitUsage = 1;     // usage or setup error: nothing (more) was done
+inline constexpr int kExitFailures = 2;  // some samples ERROR or SKIPPED, or an output lost
+inline constexpr int kExitUnknown = 3;   // all scored, some UNKNOWN (no threshold applies)
+
 struct Globals {
   int threads = 0;  // 0: all hardware threads
   uint64_t seed = 0;
   bool quiet = false;
+  int exit_status = kExitOk;  // set by verbs whose samples can fail one by one
 };
 Globals& globals();
+// Raises the exit status to `s` by severity (1 > 2 > 3 > 0).
+void report_exit_status(int s);
+// 2 when failures > 0, else 3 when unknown > 0, else 0 (then report_exit_status).
+void report_sample_outcomes(int64_t failures, int64_t unknown);
 
 void add_info(CLI::App& root);
 void add_inspect(CLI::App& root);          // cmd_inspect.cpp: safetensors contents + SHA-256

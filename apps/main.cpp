@@ -1,6 +1,9 @@
 // cmdr-iad: the command-line tool. Verbs live in apps/cmd_*.cpp (see commands.hpp).
+#include <algorithm>
 #include <exception>
+#include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "apps/commands.hpp"
 #include "engine/error.hpp"
@@ -11,18 +14,136 @@ Globals& globals() {
   static Globals g;
   return g;
 }
+
+namespace {
+int severity(int s) {  // higher = worse
+  switch (s) {
+    case kExitUsage:
+      return 3;
+    case kExitFailures:
+      return 2;
+    case kExitUnknown:
+      return 1;
+    default:
+      return 0;
+  }
+}
+}  // namespace
+
+void report_exit_status(int s) {
+  if (severity(s) > severity(globals().exit_status)) globals().exit_status = s;
+}
+
+void report_sample_outcomes(int64_t failures, int64_t unknown) {
+  report_exit_status(failures > 0 ? kExitFailures : unknown > 0 ? kExitUnknown : kExitOk);
+}
 }  // namespace cmdr::app
+
+namespace {
+
+// Upper bound of --threads: far above any machine this runs on, low enough that a typo
+// (1000) is caught instead of starting a thousand OpenMP threads.
+constexpr int kMaxThreads = 256;
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> d(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) d[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t prev = d[0];
+    d[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t cur = d[j];
+      d[j] = std::min({d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      prev = cur;
+    }
+  }
+  return d[b.size()];
+}
+
+// A plain message for a command-line mistake (CLI11's own texts are kept where they are
+// already plain, with the verb named and a pointer to --help).
+std::string plain_parse_error(CLI::App& root, const CLI::ParseError& e, int argc, char** argv) {
+  std::vector<std::string> verbs;
+  for (const CLI::App* s : root.get_subcommands([](CLI::App*) { return true; }))
+    verbs.push_back(s->get_name());
+  const std::vector<CLI::App*> chosen = root.get_subcommands();
+  if (chosen.empty()) {
+    // The first word that is neither a global option nor its value is the (unknown) verb.
+    std::string word;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--threads" || a == "--seed") {
+        ++i;
+        continue;
+      }
+      if (a.rfind("-", 0) == 0) continue;
+      word = a;
+      break;
+    }
+    std::string list;
+    for (const std::string& v : verbs) list += (list.empty() ? "" : ", ") + v;
+    if (word.empty()) {
+      const std::string m = e.what();
+      if (m.rfind("--", 0) == 0) return m + " (see `cmdr-iad --help`)";
+      return "no verb given; verbs: " + list + " (see `cmdr-iad --help`)";
+    }
+    std::string best;
+    std::size_t bd = 3;  // suggest only close matches
+    for (const std::string& v : verbs) {
+      const std::size_t d = edit_distance(word, v);
+      if (d < bd) bd = d, best = v;
+    }
+    return "unknown verb '" + word + "'" + (best.empty() ? "" : " (did you mean '" + best + "'?)") +
+           "; verbs: " + list;
+  }
+  const std::string verb = chosen.front()->get_name();
+  std::string msg = e.what();
+  if (msg.rfind("--threads", 0) == 0 || msg.rfind("--seed", 0) == 0)
+    return msg + " (a global option; see `cmdr-iad --help`)";
+  const std::string extras = "The following argument";
+  if (msg.rfind(extras, 0) == 0) {
+    const auto colon = msg.find(':');
+    msg = "unknown option or argument" + (colon == std::string::npos ? "" : msg.substr(colon));
+  }
+  return verb + ": " + msg + " (see `cmdr-iad " + verb + " --help`)";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace cmdr::app;
   CLI::App root{"cmdr-iad: CMDR-IAD 2D+3D industrial anomaly detection on the CPU"};
   root.require_subcommand(1);
   root.fallthrough();
-  root.add_option("--threads", globals().threads, "worker threads (0 = all cores)")
-      ->check(CLI::NonNegativeNumber);
+  // --help shows every option's default (the subcommands inherit this).
+  root.option_defaults()->always_capture_default();
+  root.add_option("--threads", globals().threads,
+                  "worker threads (0 = all cores, at most " + std::to_string(kMaxThreads) + ")")
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            std::size_t used = 0;
+            long v = -1;
+            try {
+              v = std::stol(s, &used);
+            } catch (const std::exception&) {
+              used = 0;
+            }
+            if (used != s.size() || v < 0 || v > kMaxThreads)
+              return "got " + s + ", expected 0 (all cores) to " + std::to_string(kMaxThreads);
+            return std::string();
+          },
+          "0.." + std::to_string(kMaxThreads)));
   root.add_option("--seed", globals().seed, "random seed");
   root.add_flag("--quiet", globals().quiet, "no progress output");
-  root.parse_complete_callback([] { cmdr::set_num_threads(globals().threads); });
+  root.parse_complete_callback([] {
+    const unsigned hw = std::thread::hardware_concurrency();
+    if (hw > 0 && globals().threads > static_cast<int>(hw) && !globals().quiet) {
+      std::cerr << "cmdr-iad: note: --threads " << globals().threads << " on a machine with " << hw
+                << " hardware threads (oversubscribed; results stay deterministic for this "
+                   "thread count)\n";
+    }
+    cmdr::set_num_threads(globals().threads);
+  });
   root.set_version_flag("--version", std::string("cmdr-iad ") + CMDR_VERSION);
 
   add_info(root);
@@ -41,14 +162,25 @@ int main(int argc, char** argv) {
 
   try {
     root.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return root.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return root.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return root.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "cmdr-iad: error: " << plain_parse_error(root, e, argc, argv) << "\n";
+    return kExitUsage;
   } catch (const cmdr::Error& e) {
     std::cerr << "cmdr-iad: error: " << e.what() << "\n";
-    return 1;
+    return kExitUsage;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::cerr << "cmdr-iad: error: " << e.code().message() << ": '" << e.path1().string() << "'"
+              << (e.path2().empty() ? "" : " -> '" + e.path2().string() + "'") << "\n";
+    return kExitUsage;
   } catch (const std::exception& e) {
     std::cerr << "cmdr-iad: unexpected error: " << e.what() << "\n";
-    return 1;
+    return kExitUsage;
   }
-  return 0;
+  return globals().exit_status;
 }

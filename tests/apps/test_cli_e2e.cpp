@@ -13,69 +13,13 @@
 #include "io/synth.hpp"
 #include "models/checkpoint.hpp"
 #include "models/workflow.hpp"
+#include "tests/apps/tiny_extractors.hpp"
 #include "tests/io/tmpdir.hpp"
 
 using namespace cmdr;
 using namespace cmdr::models;
 namespace fs = std::filesystem;
-
-namespace {
-
-void write_specs(std::vector<ParamSpec> specs, uint64_t seed, const std::string& path,
-                 const std::map<std::string, std::string>& meta) {
-  Rng rng(seed);
-  st::Writer w;
-  for (const auto& s : specs) {
-    Tensor t = Tensor::empty(s.shape);
-    switch (s.init) {
-      case Init::TruncNormal02:
-        rng.fill_normal(t, 0.0f, 0.2f);  // larger than timm's .02: tiny nets need signal
-        break;
-      case Init::Zeros:
-      case Init::BnRunningMean:
-        t.fill_(0.0f);
-        break;
-      case Init::Ones:
-      case Init::BnRunningVar:
-        t.fill_(1.0f);
-        break;
-    }
-    w.add(s.name, t);
-  }
-  w.set_metadata(kRandomWeightsKey, "true");
-  for (const auto& [k, v] : meta) w.set_metadata(k, v);
-  w.write(path);
-}
-
-// Tiny DINO (image 32, patch 8 -> 4×4 tokens, dim 32) and Point-MAE (dim 16, 2 blocks,
-// both tapped -> 32 features).
-std::pair<std::string, std::string> tiny_extractors(const std::string& dir) {
-  DinoVitConfig dc;
-  dc.image = 32;
-  dc.dim = 32;
-  dc.depth = 2;
-  dc.heads = 2;
-  dc.mlp = 64;
-  DinoVit vit(dc);
-  const std::string rgb = dir + "/vit.safetensors";
-  write_specs(vit.param_specs(), 1, rgb, {{"cmdr.heads", "2"}});
-  PointMaeConfig pc;
-  pc.enc_c1 = 16;
-  pc.enc_c2 = 16;
-  pc.enc_c3 = 32;
-  pc.pos_hidden = 16;
-  pc.dim = 16;
-  pc.depth = 2;
-  pc.heads = 2;
-  pc.mlp = 32;
-  pc.taps = {0, 1};
-  PointMae pm(pc);
-  const std::string xyz = dir + "/pmae.safetensors";
-  write_specs(pm.param_specs(), 2, xyz, {{"cmdr.heads", "2"}, {"cmdr.taps", "0,1"}});
-  return {rgb, xyz};
-}
-
-}  // namespace
+using cmdr::testing::tiny_extractors;
 
 TEST_CASE("cli e2e: synth -> tiny extractors -> train 2 epochs -> checkpoint -> evaluate") {
   testing::TempDir tmp;
