@@ -131,6 +131,9 @@ nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
     job.quiet = globals().quiet;
     job.threshold_override = a.threshold;
     const models::EvalReport r = models::evaluate_class(*ck.model, ck.meta, ex, job);
+    confusion_lines.push_back(confusion_line(cls, r));
+    failures += r.skipped + r.errors;
+    unknown += r.unknown;
     if (!r.ok) {
       std::cerr << "evaluate: class '" << cls << "': no metrics: " << r.problem << "\n";
       continue;
@@ -169,9 +172,6 @@ nlohmann::json run_evaluate(const EvaluateArgs& a, const CheckpointArgs& ca,
       per.push_back(sj);
     }
     cj["per_sample"] = per;
-    confusion_lines.push_back(confusion_line(cls, r));
-    failures += r.skipped + r.errors;
-    unknown += r.unknown;
     out["classes"][cls] = cj;
     out["official"]["classes"][cls] = class_json(r.official);
     if (!globals().quiet) {

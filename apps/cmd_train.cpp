@@ -41,6 +41,10 @@ std::string f4(double v) {
 models::TrainReport run_train_job(models::TrainJob job, const ExtractorArgs& exa,
                                   bool random_extractors, uint64_t random_seed, bool profile) {
   namespace fs = std::filesystem;
+  // The output folder first: a plain error before anything is written or computed.
+  if (!fs::path(job.out).parent_path().empty()) {
+    make_output_dir(fs::path(job.out).parent_path().string(), "train", "--out");
+  }
   std::string rgb = exa.rgb_weights, xyz = exa.xyz_weights;
   const bool need_rgb = models::mode_needs_rgb(job.mode),
              need_xyz = models::mode_needs_xyz(job.mode);
@@ -98,6 +102,9 @@ models::TrainReport run_train_job(models::TrainJob job, const ExtractorArgs& exa
   if (job.calibrate) {
     std::cout << "decision threshold: " << r.meta.threshold << " (" << r.meta.threshold_rule
               << ")\n";
+    for (const auto& [m, t] : r.meta.fallback_thresholds) {
+      std::cout << "decision threshold for " << m << " fallback samples: " << t << "\n";
+    }
   }
   return r;
 }

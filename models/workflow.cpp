@@ -311,8 +311,13 @@ TrainReport train_class(const TrainJob& job, const Extractors& ex) {
          "' holds an interrupted run: pass --resume to continue it or "
          "--force to start over");
   }
-  if (!fs::path(job.out).parent_path().empty())
-    fs::create_directories(fs::path(job.out).parent_path());
+  if (!fs::path(job.out).parent_path().empty()) {
+    // A plain message (e.g. a parent that is a regular file), not a raw filesystem error.
+    std::error_code ec;
+    fs::create_directories(fs::path(job.out).parent_path(), ec);
+    CMDR_CHECK(!ec, "train: --out '", job.out, "': cannot create its folder '",
+               fs::path(job.out).parent_path().string(), "' (", ec.message(), ")");
+  }
 
   io::ScanOptions so;
   so.quiet = q;

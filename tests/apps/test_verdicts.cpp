@@ -438,6 +438,7 @@ TEST_CASE("verdicts cli: evaluate refuses to overwrite, reports threshold and ev
   INFO(r.err);
   CHECK(r.status == 0);
   CHECK(r.out.find("defective caught") != std::string::npos);
+  CHECK(r.err.find("s/sample, ETA") != std::string::npos);  // progress like train's
   const nlohmann::json j = nlohmann::json::parse(slurp_text(json));
   const nlohmann::json& c = j.at("classes").at(t.cls);
   CHECK(c.at("threshold").get<float>() == load(t.ckpt).meta.threshold);
