@@ -60,15 +60,38 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
   return d[b.size()];
 }
 
+// The verb (or sub-verb) `word` is not one of `app`'s: name it, suggest a close one, list all.
+std::string unknown_verb(CLI::App& app, const std::string& prefix, const std::string& word) {
+  std::string list, best;
+  std::size_t bd = 3;  // suggest only close matches
+  for (const CLI::App* s : app.get_subcommands([](CLI::App*) { return true; })) {
+    list += (list.empty() ? "" : ", ") + s->get_name();
+    const std::size_t d = edit_distance(word, s->get_name());
+    if (d < bd) bd = d, best = s->get_name();
+  }
+  if (word.empty()) return prefix + "no verb given; verbs: " + list;
+  return prefix + "unknown verb '" + word + "'" +
+         (best.empty() ? "" : " (did you mean '" + best + "'?)") + "; verbs: " + list;
+}
+
 // A plain message for a command-line mistake (CLI11's own texts are kept where they are
 // already plain, with the verb named and a pointer to --help).
 std::string plain_parse_error(CLI::App& root, const CLI::ParseError& e, int argc, char** argv) {
-  std::vector<std::string> verbs;
-  for (const CLI::App* s : root.get_subcommands([](CLI::App*) { return true; }))
-    verbs.push_back(s->get_name());
-  const std::vector<CLI::App*> chosen = root.get_subcommands();
-  if (chosen.empty()) {
-    // The first word that is neither a global option nor its value is the (unknown) verb.
+  const std::string msg = e.what();
+  // The deepest verb chosen (e.g. `points` in `points trian`).
+  CLI::App* app = &root;
+  std::string path;
+  while (!app->get_subcommands().empty()) {
+    app = app->get_subcommands().front();
+    path += (path.empty() ? "" : " ") + app->get_name();
+  }
+  if (msg.rfind("--threads", 0) == 0 || msg.rfind("--seed", 0) == 0)
+    return msg + " (a global option; see `cmdr-iad --help`)";
+  const bool has_verbs = !app->get_subcommands([](CLI::App*) { return true; }).empty();
+  if (has_verbs) {
+    // The first word after the chosen verb(s) that is neither an option nor the value of a
+    // global option is the unknown (sub-)verb.
+    std::size_t depth = 0;
     std::string word;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -77,35 +100,24 @@ std::string plain_parse_error(CLI::App& root, const CLI::ParseError& e, int argc
         continue;
       }
       if (a.rfind("-", 0) == 0) continue;
+      if (depth < static_cast<std::size_t>(std::count(path.begin(), path.end(), ' ') +
+                                           (path.empty() ? 0 : 1))) {
+        ++depth;
+        continue;
+      }
       word = a;
       break;
     }
-    std::string list;
-    for (const std::string& v : verbs) list += (list.empty() ? "" : ", ") + v;
-    if (word.empty()) {
-      const std::string m = e.what();
-      if (m.rfind("--", 0) == 0) return m + " (see `cmdr-iad --help`)";
-      return "no verb given; verbs: " + list + " (see `cmdr-iad --help`)";
-    }
-    std::string best;
-    std::size_t bd = 3;  // suggest only close matches
-    for (const std::string& v : verbs) {
-      const std::size_t d = edit_distance(word, v);
-      if (d < bd) bd = d, best = v;
-    }
-    return "unknown verb '" + word + "'" + (best.empty() ? "" : " (did you mean '" + best + "'?)") +
-           "; verbs: " + list;
+    const std::string prefix = path.empty() ? "" : path + ": ";
+    return unknown_verb(*app, prefix, word) + " (see `cmdr-iad " +
+           (path.empty() ? "" : path + " ") + "--help`)";
   }
-  const std::string verb = chosen.front()->get_name();
-  std::string msg = e.what();
-  if (msg.rfind("--threads", 0) == 0 || msg.rfind("--seed", 0) == 0)
-    return msg + " (a global option; see `cmdr-iad --help`)";
-  const std::string extras = "The following argument";
-  if (msg.rfind(extras, 0) == 0) {
-    const auto colon = msg.find(':');
-    msg = "unknown option or argument" + (colon == std::string::npos ? "" : msg.substr(colon));
+  std::string m = msg;
+  if (m.rfind("The following argument", 0) == 0) {
+    const auto colon = m.find(':');
+    m = "unknown option or argument" + (colon == std::string::npos ? "" : m.substr(colon));
   }
-  return verb + ": " + msg + " (see `cmdr-iad " + verb + " --help`)";
+  return path + ": " + m + " (see `cmdr-iad " + path + " --help`)";
 }
 
 }  // namespace
