@@ -158,9 +158,11 @@ Tensor make_drop_mask(const AttnGeo& g, const Shape& shape, float p, Rng& rng) {
   for (int64_t bh = 0; bh < g.B * g.H; ++bh)
     for (int64_t w = 0; w < g.nw; ++w) {
       const int64_t n = w < g.nf ? g.W : g.rem;
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < n; ++j)
-          mp[bh * g.slot() + (w * g.W + i) * g.W + j] = rng.bernoulli(1.0 - p) ? keep_scale : 0.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        float* row = mp + bh * g.slot() + (w * g.W + i) * g.W;
+        rng.fill_bernoulli01(row, n, 1.0 - p);  // == bernoulli(1 − p) per entry, in order
+        for (int64_t j = 0; j < n; ++j) row[j] *= keep_scale;
+      }
     }
   return m;
 }

@@ -131,3 +131,16 @@ TEST_CASE("block cache: best fit within 1/4, fresh blocks counted") {
   CHECK(memory_stats().cached_bytes == 12 * (1 << 20));  // both kept, at their capacity
   release_cached_memory();
 }
+
+TEST_CASE("rng: fill_bernoulli01 draws exactly what bernoulli() would, in order") {
+  for (double p : {0.0, 0.1, 0.5, 0.9, 1.0}) {
+    CAPTURE(p);
+    Rng a(42), b(42);
+    std::vector<float> fast(1001);
+    a.fill_bernoulli01(fast.data(), 1001, p);
+    bool same = true;
+    for (float f : fast) same &= f == (b.bernoulli(p) ? 1.0f : 0.0f);
+    CHECK(same);
+    CHECK(a.next_u64() == b.next_u64());  // the generator advanced by the same draws
+  }
+}
