@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "engine/error.hpp"
 #include "engine/profiler.hpp"
@@ -303,20 +304,23 @@ AttentionGrads attention_backward(const Tensor& dy_in, const Tensor& q_in, const
   r.dv = Tensor::empty(q.shape());
   const float* pb = saved.probs.data();
   const float* mb = drop ? saved.drop_mask.data() : nullptr;
-  const Tensor pv = drop ? times(saved.probs, saved.drop_mask) : saved.probs;
-  Tensor gbuf = Tensor::empty(ps_shape);  // dP, then dS
-  float* gb = gbuf.data();
+  Tensor pv = drop ? times(saved.probs, saved.drop_mask) : saved.probs;
   const int64_t tail_off = g.nf * g.W * g.d;
-  // dV = P'ᵀ·dO ; dP' = dO·Vᵀ
-  if (g.nf > 0) {
+  // dV = P'ᵀ·dO
+  if (g.nf > 0)
     detail::gemm(full_probs(pv.data(), g).t(), full_windows(dy, g), r.dv.data(), full_obs(g), g.d);
-    detail::gemm(full_windows(dy, g), full_windows(v, g).t(), gb, full_pbs(g), g.W);
-  }
-  if (g.rem > 0) {
+  if (g.rem > 0)
     detail::gemm(tail_probs(pv.data(), g).t(), tail_window(dy, g), r.dv.data() + tail_off,
                  tail_obs(g), g.d);
+  // P' is dead now: with dropout it is our own temporary, so it becomes the dP/dS buffer
+  // (one probability-sized tensor less at the backward's peak); without, saved.probs stays.
+  Tensor gbuf = drop ? std::move(pv) : Tensor::empty(ps_shape);  // dP, then dS
+  pv = Tensor();
+  float* gb = gbuf.data();
+  // dP' = dO·Vᵀ
+  if (g.nf > 0) detail::gemm(full_windows(dy, g), full_windows(v, g).t(), gb, full_pbs(g), g.W);
+  if (g.rem > 0)
     detail::gemm(tail_window(dy, g), tail_window(v, g).t(), tail_ptr(gb, g), tail_pbs(g), g.W);
-  }
   // dS = P ⊙ (dP·M − Σ_j P·dP·M) · scale, row by row (rows are independent: parallel).
   const int64_t rows_bh = g.nf * g.W + g.rem, nrows = g.B * g.H * rows_bh;
 #pragma omp parallel for schedule(static)
