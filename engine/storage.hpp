@@ -26,8 +26,8 @@ void reset_peak_memory();
 // Freed blocks of 1 MiB and more are kept and handed out again (best fit: a cached block
 // at most 1/4 larger than the request): a fresh large block costs a page fault per 4 KiB,
 // which for a 193 MB activation is more than the op computing it (measured: ~100 ms
-// alloc+write vs 45 ms gelu). The cache is bounded (default max(2 GiB, peak live tensor
-// bytes); env CMDR_ALLOC_CACHE_MB sets a fixed bound, 0 disables) and releases its least
+// alloc+write vs 45 ms gelu). The cache is bounded (default max(2 GiB, 2 × peak live
+// tensor bytes); env CMDR_ALLOC_CACHE_MB sets a fixed bound, 0 disables) and releases its least
 // recently cached blocks first when full. Contents of reused blocks are unspecified,
 // exactly like a fresh allocation. current/peak count the bytes tensors asked for.
 void release_cached_memory();
