@@ -572,8 +572,11 @@ Var attention(const Var& q, const Var& k, const Var& v, float scale, int64_t win
               bool training, Rng* rng) {
   Tensor qv = q.value(), kv = k.value(), vv = v.value();
   ops::AttentionSaved saved;
-  Tensor y = ops::attention_forward(qv, kv, vv, scale, window, p_drop, training, rng, &saved);
-  if (!should_record({&q, &k, &v})) return Var(y);
+  // Without a backward nothing is saved, which selects the fused kernel (no probabilities).
+  const bool record = should_record({&q, &k, &v});
+  Tensor y = ops::attention_forward(qv, kv, vv, scale, window, p_drop, training, rng,
+                                    record ? &saved : nullptr);
+  if (!record) return Var(y);
   const bool nq = needs(q), nk = needs(k), nv = needs(v);
   return make_result(y, ops::Op::Attention, nullptr, {q, k, v}, [=](const Tensor& dy) {
     ops::AttentionGrads g = ops::attention_backward(dy, qv, kv, vv, scale, window, p_drop, saved);

@@ -29,10 +29,19 @@ struct AdamOptions {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
 };
 
+struct AdamConsts;
+
 class Adam : public Optimizer {
  public:
   Adam(std::vector<Var*> params, AdamOptions opt = {}, bool decoupled = false);
   void step() override;
+  // Check before commit: computes the step without writing; when every updated parameter
+  // and moment (and every parameter/moment the step leaves unchanged) is finite, commits it
+  // exactly as step() does and returns Ok; otherwise changes nothing (parameters, moments,
+  // step count) and says which kind turned non-finite, parameters taking precedence. So a
+  // failed step needs no snapshot to roll back.
+  enum class StepCheck { Ok, NonFiniteParameter, NonFiniteState };
+  StepCheck step_checked();
   int64_t steps() const { return t_; }
   // State for checkpoints / rollback: exp_avg and exp_avg_sq per parameter.
   std::vector<Tensor>& exp_avg() { return m_; }
@@ -41,6 +50,8 @@ class Adam : public Optimizer {
   AdamOptions options;
 
  private:
+  AdamConsts consts(int64_t t) const;  // the float scalars of step number t
+  void check_state(const char* name) const;
   bool decoupled_;
   int64_t t_ = 0;
   std::vector<Tensor> m_, v_;

@@ -3,6 +3,9 @@
 // tape's own overhead (record + backward of a long chain of tiny ops, per node).
 // Runs are kept short (the machine is shared): fixed iteration counts.
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
+
+#include <cmath>
 
 #include "autograd/autograd.hpp"
 #include "autograd/optim.hpp"
@@ -20,6 +23,52 @@ static void BM_adam_step_16M(benchmark::State& st) {
   st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * 28.0 * kParams));
 }
 BENCHMARK(BM_adam_step_16M)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+
+static long minor_faults() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+
+static bool all_finite(const cmdr::Tensor& t) {
+  bool ok = true;
+  for (int64_t i = 0; i < t.numel(); ++i) ok &= std::isfinite(t.data()[i]);
+  return ok;
+}
+
+// A rollback-safe Adam step over 16M parameters, as Cmdr::train_step does it (issue 8):
+// range(0) = 0: snapshot p, m, v (clones), step, check p, m, v for non-finite values (the
+// previous train_step); 1: Adam::step_checked (dry run, then commit; no copies).
+// minflt: minor page faults per step (fresh memory touched by the snapshots).
+static void BM_adam_rollback_safe_step_16M(benchmark::State& st) {
+  cmdr::ag::Var p(cmdr::Tensor::zeros({kParams}), true);
+  p.grad() = cmdr::Tensor::full({kParams}, 0.5f);
+  cmdr::ag::Adam opt({&p});
+  opt.step();  // allocates the state
+  const bool checked = st.range(0) == 1;
+  const long f0 = minor_faults();
+  for (auto _ : st) {
+    if (checked) {
+      benchmark::DoNotOptimize(opt.step_checked());
+    } else {
+      const cmdr::Tensor pb = p.value().clone(), mb = opt.exp_avg()[0].clone();
+      const cmdr::Tensor vb = opt.exp_avg_sq()[0].clone();
+      opt.step();
+      const bool ok =
+          all_finite(p.value()) && all_finite(opt.exp_avg()[0]) && all_finite(opt.exp_avg_sq()[0]);
+      benchmark::DoNotOptimize(ok);
+    }
+  }
+  st.counters["minflt"] =
+      static_cast<double>(minor_faults() - f0) / static_cast<double>(st.iterations());
+  st.SetLabel(checked ? "step_checked" : "clone + step + check");
+}
+BENCHMARK(BM_adam_rollback_safe_step_16M)
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(5)
+    ->UseRealTime();
 
 static void BM_sgd_momentum_step_16M(benchmark::State& st) {
   cmdr::ag::Var p(cmdr::Tensor::zeros({kParams}), true);

@@ -5,6 +5,7 @@
 // 224², conv_transpose1d 1152→768 k4 s2 on L = 1568.
 // These are long kernels (0.1–1 s each): run with --benchmark_min_time=0.1 or a filter.
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,12 +15,19 @@
 
 #include "engine/profiler.hpp"
 #include "engine/rng.hpp"
+#include "engine/storage.hpp"
 #include "engine/tensor.hpp"
 #include "ops/ops.hpp"
 
 using namespace cmdr;
 
 namespace {
+long minor_faults() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+
 Tensor rnd(const Shape& s, uint64_t seed) {
   Rng r(seed);
   Tensor t = Tensor::empty(s);
@@ -93,32 +101,50 @@ BENCHMARK(BM_linear)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-// attention: [1, H, T, d]; range(3) = 0 forward, 1 backward
+// attention: [1, H, T, d]; range(4) = 0 forward (inference: fused kernel, no probability
+// tensor), 1 backward, 2 forward of the training path (probabilities saved for a backward).
+// peak_MiB: engine memory peak of one call above the inputs; minflt: minor page faults per
+// call (getrusage), i.e. fresh memory touched.
 static void BM_attention(benchmark::State& st) {
   const int64_t H = st.range(0), T = st.range(1), d = st.range(2), window = st.range(3);
-  const bool bwd = st.range(4) != 0;
+  const int64_t mode = st.range(4);
   Tensor q = rnd({1, H, T, d}, 1), k = rnd({1, H, T, d}, 2), v = rnd({1, H, T, d}, 3);
   Tensor dy = rnd({1, H, T, d}, 4);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t W = window == 0 ? T : window;
   const double pairs = static_cast<double>(H) * ((T / W) * W * W + (T % W) * (T % W));
   ops::AttentionSaved sv;
-  ops::attention_forward(q, k, v, scale, window, 0.0f, false, nullptr, &sv);
-  if (!bwd)
+  if (mode == 1) ops::attention_forward(q, k, v, scale, window, 0.0f, false, nullptr, &sv);
+  const int64_t base = memory_stats().current_bytes;
+  reset_peak_memory();
+  const long flt0 = minor_faults();
+  if (mode == 0)
     run(st, 4.0 * pairs * d, [&] {
       benchmark::DoNotOptimize(
           ops::attention_forward(q, k, v, scale, window, 0.0f, false, nullptr));
     });
-  else
+  if (mode == 2)
+    run(st, 4.0 * pairs * d, [&] {
+      ops::AttentionSaved s2;
+      benchmark::DoNotOptimize(
+          ops::attention_forward(q, k, v, scale, window, 0.0f, false, nullptr, &s2));
+    });
+  if (mode == 1)
     run(st, 8.0 * pairs * d, [&] {
       benchmark::DoNotOptimize(ops::attention_backward(dy, q, k, v, scale, window, 0.0f, sv));
     });
-  st.SetLabel(bwd ? "backward" : "forward");
+  st.counters["peak_MiB"] = static_cast<double>(memory_stats().peak_bytes - base) / (1 << 20);
+  st.counters["minflt"] =
+      static_cast<double>(minor_faults() - flt0) / static_cast<double>(st.iterations() + 1);
+  st.SetLabel(mode == 0 ? "forward fused (inference)"
+                        : (mode == 1 ? "backward" : "forward with probs (training)"));
 }
 BENCHMARK(BM_attention)
     ->Args({12, 785, 64, 0, 0})
+    ->Args({12, 785, 64, 0, 2})
     ->Args({12, 785, 64, 0, 1})
     ->Args({8, 50176, 48, 128, 0})
+    ->Args({8, 50176, 48, 128, 2})
     ->Args({8, 50176, 48, 128, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

@@ -89,6 +89,33 @@ static void BM_gelu_fwd_50176x960(benchmark::State& st) {
 }
 BENCHMARK(BM_gelu_fwd_50176x960)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 
+// Dropout mask of 50176×960 (p = 0.1): range(0) = 0 one Rng::bernoulli call per element
+// (the previous dropout_forward loop), 1 Rng::fill_bernoulli01 (same draws, generator
+// inlined), 2 the whole dropout_forward (mask + scaled product; 12 B/element).
+static void BM_dropout_50176x960(benchmark::State& st) {
+  const cmdr::Tensor& x = input();
+  const int64_t mode = st.range(0), n = x.numel();
+  cmdr::Tensor m = cmdr::Tensor::empty(x.shape());
+  cmdr::Rng rng(5);
+  for (auto _ : st) {
+    if (mode == 0)
+      for (int64_t i = 0; i < n; ++i) m.data()[i] = rng.bernoulli(0.9) ? 1.0f : 0.0f;
+    if (mode == 1) rng.fill_bernoulli01(m.data(), n, 0.9);
+    if (mode == 2) benchmark::DoNotOptimize(cmdr::ops::dropout_forward(x, 0.1f, true, rng, &m));
+    benchmark::DoNotOptimize(m.data());
+  }
+  set_bytes(st, mode == 2 ? 12.0 : 4.0);
+  st.SetLabel(mode == 0 ? "bernoulli() per element"
+                        : (mode == 1 ? "fill_bernoulli01" : "dropout_forward"));
+}
+BENCHMARK(BM_dropout_50176x960)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3)
+    ->UseRealTime();
+
 static void BM_gelu_bwd_50176x960(benchmark::State& st) {
   const cmdr::Tensor& x = input();
   for (auto _ : st) {

@@ -66,6 +66,22 @@ int64_t Rng::below(int64_t n) {
   return static_cast<int64_t>(x % un);
 }
 
+void Rng::fill_bernoulli01(float* out, int64_t n, double p) {
+  uint64_t s0 = s_[0], s1 = s_[1], s2 = s_[2], s3 = s_[3];  // next_u64 on locals
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t result = rotl(s1 * 5, 7) * 9;
+    const uint64_t t = s1 << 17;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = rotl(s3, 45);
+    out[i] = static_cast<double>(result >> 11) * 0x1.0p-53 < p ? 1.0f : 0.0f;  // uniform01() < p
+  }
+  s_[0] = s0, s_[1] = s1, s_[2] = s2, s_[3] = s3;
+}
+
 bool Rng::bernoulli(double p) {
   return uniform01() < p;
 }

@@ -31,6 +31,9 @@ class Rng {
   void fill_normal(Tensor& t, float mean, float std);
   // PyTorch's trunc_normal_(std, a=-2std, b=2std) by rejection (timm-style init).
   void fill_trunc_normal(Tensor& t, float std);
+  // out[i] = bernoulli(p) ? 1 : 0 for i in [0, n): the same draws, in order, as n calls of
+  // bernoulli(p), with the generator inlined (dropout masks: ~3× faster than the calls).
+  void fill_bernoulli01(float* out, int64_t n, double p);
 
  private:
   uint64_t s_[4];

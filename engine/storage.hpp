@@ -13,18 +13,23 @@ struct MemoryStats {
   int64_t peak_bytes = 0;     // peak of current_bytes since start / reset_peak_memory()
   int64_t allocations = 0;    // number of allocations made since start
   int64_t cached_bytes = 0;   // freed blocks kept for reuse (not counted in current/peak)
+  // Large blocks (>= 1 MiB) that could not be served from the cache and came from the OS
+  // allocator (fresh pages: one page fault per 4 KiB when first written), since start.
+  int64_t fresh_allocations = 0;
+  int64_t fresh_bytes = 0;
 };
 
 MemoryStats memory_stats();
 // Resets the peak to the current value (to measure the peak of one phase).
 void reset_peak_memory();
 
-// Freed blocks of 1 MiB and more are kept (per exact rounded size) and handed out again:
-// a fresh large block costs a page fault per 4 KiB, which for a 193 MB activation is more
-// than the op computing it (measured: ~100 ms alloc+write vs 45 ms gelu). The cache is
-// bounded (default 2 GiB; env CMDR_ALLOC_CACHE_MB overrides, 0 disables) and its blocks
-// of the largest sizes are released first when it is full. Contents of reused blocks are
-// unspecified, exactly like a fresh allocation.
+// Freed blocks of 1 MiB and more are kept and handed out again (best fit: a cached block
+// at most 1/4 larger than the request): a fresh large block costs a page fault per 4 KiB,
+// which for a 193 MB activation is more than the op computing it (measured: ~100 ms
+// alloc+write vs 45 ms gelu). The cache is bounded (default max(2 GiB, 2 × peak live
+// tensor bytes); env CMDR_ALLOC_CACHE_MB sets a fixed bound, 0 disables) and releases its least
+// recently cached blocks first when full. Contents of reused blocks are unspecified,
+// exactly like a fresh allocation. current/peak count the bytes tensors asked for.
 void release_cached_memory();
 
 constexpr std::size_t kAlignment = 64;
@@ -44,6 +49,7 @@ class Storage {
  private:
   float* data_ = nullptr;
   int64_t count_ = 0;
+  std::size_t capacity_ = 0;  // bytes of the block (>= count·4; a reused block may be larger)
 };
 
 }  // namespace cmdr

@@ -170,8 +170,12 @@ void Cmdr::check_inputs(const Tensor& rgb, const Tensor& xyz, const Tensor& vali
 
 namespace {
 
-ag::StateDict clone_state(ag::Module& m) {
+// Copies of the module's buffers only (BatchNorm running stats: small). Parameters and Adam
+// state need no snapshot: the non-finite checks on loss and gradients precede the step, and
+// Adam::step_checked commits nothing when the step would turn something non-finite.
+ag::StateDict clone_buffers(ag::Module& m) {
   ag::StateDict s = m.state_dict();
+  for (const auto& [name, p] : m.named_parameters()) s.erase(name);
   for (auto& [k, t] : s) t = t.clone();
   return s;
 }
@@ -179,13 +183,6 @@ ag::StateDict clone_state(ag::Module& m) {
 // A constant Var, or an undefined one for a modality the mode does without.
 ag::Var as_var(const Tensor& t) {
   return t.defined() ? ag::Var(t) : ag::Var();
-}
-
-std::vector<Tensor> clone_all(const std::vector<Tensor>& v) {
-  std::vector<Tensor> out;
-  out.reserve(v.size());
-  for (const Tensor& t : v) out.push_back(t.defined() ? t.clone() : Tensor());
-  return out;
 }
 
 }  // namespace
@@ -219,12 +216,9 @@ StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& 
     if (m == nullptr) continue;
     ag::Adam& opt = *opt_[n];
     m->train();
-    // State before the step, restored if anything turns non-finite. Buffers (BatchNorm
-    // running stats) change in the forward, so the snapshot precedes it.
-    const ag::StateDict before = clone_state(*m);
-    const std::vector<Tensor> m_before = clone_all(opt.exp_avg());
-    const std::vector<Tensor> v_before = clone_all(opt.exp_avg_sq());
-    const int64_t t_before = opt.steps();
+    // Buffers (BatchNorm running stats) change in the forward, so their snapshot precedes
+    // it; they are restored if anything turns non-finite (parameters never change then).
+    const ag::StateDict buffers_before = clone_buffers(*m);
     m->zero_grad();
     std::string reason;
     {
@@ -280,20 +274,13 @@ StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& 
       }
     }
     if (reason.empty()) {
-      opt.step();
-      bool finite = true;
-      for (ag::Var* p : m->parameters()) finite &= all_finite(p->value());
-      if (!finite) reason = "non-finite updated parameter";
-      bool state_ok = true;
-      for (const Tensor& t : opt.exp_avg()) state_ok &= !t.defined() || all_finite(t);
-      for (const Tensor& t : opt.exp_avg_sq()) state_ok &= !t.defined() || all_finite(t);
-      if (finite && !state_ok) reason = "non-finite optimizer state";
+      const ag::Adam::StepCheck c = opt.step_checked();  // commits only when all finite
+      if (c == ag::Adam::StepCheck::NonFiniteParameter) reason = "non-finite updated parameter";
+      if (c == ag::Adam::StepCheck::NonFiniteState) reason = "non-finite optimizer state";
     }
     if (!reason.empty()) {
-      m->load_state_dict(before, /*strict=*/true);
-      opt.exp_avg() = m_before;
-      opt.exp_avg_sq() = v_before;
-      opt.set_steps(t_before);
+      std::vector<std::string> not_buffers;
+      m->load_state_dict(buffers_before, /*strict=*/false, &not_buffers);
       res.rolled_back[n] = true;
       rollbacks_.push_back({step_, n, reason});
     }

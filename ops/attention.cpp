@@ -12,9 +12,17 @@
 // All (b, h, window) blocks run as one batched oneDNN product (operands addressed with their
 // real strides — q/k/v may be views of a packed qkv tensor); the short last window of every
 // (b, h) as a second one. One softmax primitive call covers all rows.
+//
+// Inference (no `saved` requested and no dropout): a fused kernel instead, one task per
+// (b, h, window) — scores of that window in a per-thread buffer, softmax, ·v — so no
+// probability tensor exists (205 MB for Decoder2D at S = 224: 8 heads × 392 windows × 128²).
+// GCC 12 reports false "maybe-uninitialized" warnings inside Eigen's AVX-512 packet code.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "engine/error.hpp"
 #include "engine/profiler.hpp"
@@ -151,9 +159,11 @@ Tensor make_drop_mask(const AttnGeo& g, const Shape& shape, float p, Rng& rng) {
   for (int64_t bh = 0; bh < g.B * g.H; ++bh)
     for (int64_t w = 0; w < g.nw; ++w) {
       const int64_t n = w < g.nf ? g.W : g.rem;
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < n; ++j)
-          mp[bh * g.slot() + (w * g.W + i) * g.W + j] = rng.bernoulli(1.0 - p) ? keep_scale : 0.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        float* row = mp + bh * g.slot() + (w * g.W + i) * g.W;
+        rng.fill_bernoulli01(row, n, 1.0 - p);  // == bernoulli(1 − p) per entry, in order
+        for (int64_t j = 0; j < n; ++j) row[j] *= keep_scale;
+      }
     }
   return m;
 }
@@ -175,6 +185,46 @@ void zero_tail_slots(float* p, const AttnGeo& g) {
     std::fill_n(tail_ptr(p + bh * g.slot(), g), g.W * g.W, 0.0f);
 }
 
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using CStrided = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+using Strided = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
+
+// Fused inference attention: out [B, H, T, d] (contiguous). Tasks (b, h, w) are independent
+// and each is computed by one thread with single-threaded Eigen products (Eigen does not
+// nest inside an OpenMP region), so the static schedule cannot change any value.
+//   S = q_w·k_wᵀ [n, n] (n = W, or rem for the last window: padded keys do not exist);
+//   P = softmax(scale·S) row-wise (max-subtracted, float normaliser);  out_w = P·v_w.
+Tensor attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
+                       const AttnGeo& g) {
+  Tensor out = Tensor::empty({g.B, g.H, g.T, g.d});
+  const int64_t tasks = g.B * g.H * g.nw;
+  float* op = out.data();
+#pragma omp parallel
+  {
+    RowMat sbuf(g.W, g.W);  // this thread's scores/probabilities of one window
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t b = t / (g.H * g.nw), h = (t / g.nw) % g.H, w = t % g.nw;
+      const int64_t n = w < g.nf ? g.W : g.rem, t0 = w * g.W;
+      auto at = [&](const Tensor& x) {
+        return CStrided(x.data() + b * x.stride(0) + h * x.stride(1) + t0 * x.stride(2), n, g.d,
+                        Eigen::OuterStride<>(x.stride(2)));
+      };
+      Strided s(sbuf.data(), n, n, Eigen::OuterStride<>(g.W));
+      s.noalias() = at(q) * at(k).transpose();
+      for (int64_t i = 0; i < n; ++i) {
+        auto row = s.row(i).array();
+        row *= scale;
+        row = (row - row.maxCoeff()).exp();
+        row *= 1.0f / row.sum();
+      }
+      Strided o(op + ((b * g.H + h) * g.T + t0) * g.d, n, g.d, Eigen::OuterStride<>(g.d));
+      o.noalias() = s * at(v);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 // q, k, v [B, H, T, d] -> out [B, H, T, d]; per window: out = dropout(softmax(q·kᵀ·scale))·v
@@ -184,9 +234,13 @@ Tensor attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v
   const AttnGeo g = attn_geo("", q_in, k_in, v_in, window, p_drop);
   const bool drop = training && p_drop > 0.0f;
   CMDR_CHECK(!drop || rng != nullptr, "attention: dropout p ", p_drop, " in training needs an rng");
+  const Tensor q = unit_last(q_in), k = unit_last(k_in), v = unit_last(v_in);
+  if (saved == nullptr && !drop) {  // nothing to save for a backward: no probability tensor
+    ProfileScope ps(op_name(Op::Attention), 4.0 * g.pairs() * g.d, 4.0 * 4 * q_in.numel());
+    return attention_fused(q, k, v, scale, g);
+  }
   ProfileScope ps(op_name(Op::Attention), 4.0 * g.pairs() * g.d,
                   4.0 * (4 * q_in.numel() + 2 * g.B * g.H * g.slot()));
-  const Tensor q = unit_last(q_in), k = unit_last(k_in), v = unit_last(v_in);
   const Shape ps_shape = g.probs_shape(window);
   Tensor probs = Tensor::empty(ps_shape);
   float* pb = probs.data();
@@ -250,20 +304,23 @@ AttentionGrads attention_backward(const Tensor& dy_in, const Tensor& q_in, const
   r.dv = Tensor::empty(q.shape());
   const float* pb = saved.probs.data();
   const float* mb = drop ? saved.drop_mask.data() : nullptr;
-  const Tensor pv = drop ? times(saved.probs, saved.drop_mask) : saved.probs;
-  Tensor gbuf = Tensor::empty(ps_shape);  // dP, then dS
-  float* gb = gbuf.data();
+  Tensor pv = drop ? times(saved.probs, saved.drop_mask) : saved.probs;
   const int64_t tail_off = g.nf * g.W * g.d;
-  // dV = P'ᵀ·dO ; dP' = dO·Vᵀ
-  if (g.nf > 0) {
+  // dV = P'ᵀ·dO
+  if (g.nf > 0)
     detail::gemm(full_probs(pv.data(), g).t(), full_windows(dy, g), r.dv.data(), full_obs(g), g.d);
-    detail::gemm(full_windows(dy, g), full_windows(v, g).t(), gb, full_pbs(g), g.W);
-  }
-  if (g.rem > 0) {
+  if (g.rem > 0)
     detail::gemm(tail_probs(pv.data(), g).t(), tail_window(dy, g), r.dv.data() + tail_off,
                  tail_obs(g), g.d);
+  // P' is dead now: with dropout it is our own temporary, so it becomes the dP/dS buffer
+  // (one probability-sized tensor less at the backward's peak); without, saved.probs stays.
+  Tensor gbuf = drop ? std::move(pv) : Tensor::empty(ps_shape);  // dP, then dS
+  pv = Tensor();
+  float* gb = gbuf.data();
+  // dP' = dO·Vᵀ
+  if (g.nf > 0) detail::gemm(full_windows(dy, g), full_windows(v, g).t(), gb, full_pbs(g), g.W);
+  if (g.rem > 0)
     detail::gemm(tail_window(dy, g), tail_window(v, g).t(), tail_ptr(gb, g), tail_pbs(g), g.W);
-  }
   // dS = P ⊙ (dP·M − Σ_j P·dP·M) · scale, row by row (rows are independent: parallel).
   const int64_t rows_bh = g.nf * g.W + g.rem, nrows = g.B * g.H * rows_bh;
 #pragma omp parallel for schedule(static)

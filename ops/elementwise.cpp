@@ -186,7 +186,7 @@ Tensor dropout_forward(const Tensor& x, float p, bool training, Rng& rng, Tensor
   Tensor m = Tensor::empty(x.shape());
   float* mp = m.data();
   const double keep = 1.0 - static_cast<double>(p);
-  for (int64_t i = 0; i < n; ++i) mp[i] = rng.bernoulli(keep) ? 1.0f : 0.0f;
+  rng.fill_bernoulli01(mp, n, keep);  // == rng.bernoulli(keep) per element, in order
   const float s = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
   const Tensor xc = x.contiguous();
   Tensor y = Tensor::empty(x.shape());

@@ -4,6 +4,7 @@
 //  - determinism: two identical training runs are bit-identical.
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -143,4 +144,57 @@ TEST_CASE("optim: two identical training runs are bit-identical (dropout include
   }
   CHECK(all_same);
   CHECK(any_diff);  // the dropout stream matters, so the comparison above is not vacuous
+}
+
+TEST_CASE("optim: Adam step_checked commits exactly step() or nothing") {
+  // Clean gradients: step_checked == step() bit for bit (Adam with L2 and AdamW).
+  Rng rng(3);
+  for (bool decoupled : {false, true}) {
+    CAPTURE(decoupled);
+    const AdamOptions o{1e-2f, 0.9f, 0.999f, 1e-8f, 1e-2f};
+    const Tensor p0 = test::random({300, 7}, rng), q0 = test::random({5}, rng);
+    Var pa(p0.clone(), true), qa(q0.clone(), true), pb(p0.clone(), true), qb(q0.clone(), true);
+    Adam a({&pa, &qa}, o, decoupled), b({&pb, &qb}, o, decoupled);
+    for (int s = 0; s < 3; ++s) {
+      const Tensor g = test::random({300, 7}, rng), h = test::random({5}, rng);
+      pa.grad() = g.clone(), qa.grad() = h.clone(), pb.grad() = g.clone(), qb.grad() = h.clone();
+      a.step();
+      CHECK(b.step_checked() == Adam::StepCheck::Ok);
+    }
+    CHECK(test::bit_identical(pa.value(), pb.value()));
+    CHECK(test::bit_identical(qa.value(), qb.value()));
+    CHECK(test::bit_identical(a.exp_avg()[0], b.exp_avg()[0]));
+    CHECK(test::bit_identical(a.exp_avg_sq()[1], b.exp_avg_sq()[1]));
+    CHECK(b.steps() == 3);
+  }
+  // Non-finite results: nothing changes (values, moments, step count).
+  Var p(test::random({70000}, rng), true), q(test::random({3}, rng), true);
+  Adam opt({&p, &q}, AdamOptions{1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f});
+  p.grad() = test::random({70000}, rng), q.grad() = test::random({3}, rng);
+  CHECK(opt.step_checked() == Adam::StepCheck::Ok);
+  const Tensor p1 = p.value().clone(), q1 = q.value().clone();
+  const Tensor m1 = opt.exp_avg()[0].clone(), v1 = opt.exp_avg_sq()[0].clone();
+  auto unchanged = [&] {
+    CHECK(test::bit_identical(p.value(), p1));
+    CHECK(test::bit_identical(q.value(), q1));
+    CHECK(test::bit_identical(opt.exp_avg()[0], m1));
+    CHECK(test::bit_identical(opt.exp_avg_sq()[0], v1));
+    CHECK(opt.steps() == 1);
+  };
+  // g = 1e30 in one element (of the large, multi-threaded tensor): g² overflows the second
+  // moment while the update m / (sqrt(inf) + eps) = 0 keeps the parameter finite.
+  p.grad().data()[65537] = 1e30f;
+  CHECK(opt.step_checked() == Adam::StepCheck::NonFiniteState);
+  unchanged();
+  // lr = inf: every updated parameter is non-finite (reported before the state).
+  opt.options.lr = std::numeric_limits<float>::infinity();
+  CHECK(opt.step_checked() == Adam::StepCheck::NonFiniteParameter);
+  unchanged();
+  // First step failing: no state is created.
+  Var r(test::random({4}, rng), true);
+  Adam fresh({&r}, AdamOptions{std::numeric_limits<float>::infinity()});
+  r.grad() = test::random({4}, rng);
+  CHECK(fresh.step_checked() == Adam::StepCheck::NonFiniteParameter);
+  CHECK(fresh.exp_avg().empty());
+  CHECK(fresh.steps() == 0);
 }

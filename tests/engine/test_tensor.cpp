@@ -106,3 +106,41 @@ TEST_CASE("large blocks are reused from the cache and reported, not counted as l
   release_cached_memory();
   CHECK(memory_stats().cached_bytes == 0);
 }
+
+TEST_CASE("block cache: best fit within 1/4, fresh blocks counted") {
+  release_cached_memory();
+  const int64_t mib = (1 << 20) / 4;  // floats per MiB
+  const float* big;
+  {
+    Tensor t = Tensor::empty({8 * mib});
+    big = t.data();
+  }
+  MemoryStats s0 = memory_stats();
+  {
+    Tensor t = Tensor::empty({7 * mib});  // 8 MiB <= 7 MiB + 1/4: reused, nothing fresh
+    CHECK(t.data() == big);
+    CHECK(memory_stats().fresh_bytes == s0.fresh_bytes);
+    CHECK(memory_stats().current_bytes == s0.current_bytes + 7 * (1 << 20));  // asked bytes
+  }
+  {
+    Tensor t = Tensor::empty({4 * mib});  // 8 MiB > 4 MiB + 1/4: a fresh block
+    CHECK(t.data() != big);
+    CHECK(memory_stats().fresh_bytes == s0.fresh_bytes + 4 * (1 << 20));
+    CHECK(memory_stats().fresh_allocations == s0.fresh_allocations + 1);
+  }
+  CHECK(memory_stats().cached_bytes == 12 * (1 << 20));  // both kept, at their capacity
+  release_cached_memory();
+}
+
+TEST_CASE("rng: fill_bernoulli01 draws exactly what bernoulli() would, in order") {
+  for (double p : {0.0, 0.1, 0.5, 0.9, 1.0}) {
+    CAPTURE(p);
+    Rng a(42), b(42);
+    std::vector<float> fast(1001);
+    a.fill_bernoulli01(fast.data(), 1001, p);
+    bool same = true;
+    for (float f : fast) same &= f == (b.bernoulli(p) ? 1.0f : 0.0f);
+    CHECK(same);
+    CHECK(a.next_u64() == b.next_u64());  // the generator advanced by the same draws
+  }
+}

@@ -207,6 +207,43 @@ TEST_CASE("dense ref vs optimised: attention full/windowed, strided q/k/v, dropo
   check_ref(g.dv, gr.dv, "dv (strided qkv)");
 }
 
+TEST_CASE("dense ref vs optimised: fused inference attention (no saved probabilities)") {
+  // saved == nullptr and no dropout selects the fused kernel; it must match the probability
+  // path and the reference up to rounding: a partial last window (300 = 2·128 + 44), window
+  // sizes not multiples of 16 (20, 13), a 1-token tail, several heads and batches, full
+  // attention, and q/k/v as strided views of a packed qkv tensor (how Decoder2D splits it).
+  Rng rng(21);
+  struct A {
+    Shape s;
+    int64_t window;
+  };
+  for (A a : {A{{1, 3, 300, 48}, 128}, A{{2, 2, 101, 7}, 20}, A{{1, 2, 53, 5}, 13},
+              A{{1, 1, 129, 4}, 16}, A{{2, 3, 7, 5}, 0}, A{{1, 1, 5, 3}, 64}}) {
+    CAPTURE(shape_str(a.s));
+    CAPTURE(a.window);
+    const Shape& sh = a.s;
+    Tensor qkv = rnd({sh[0], sh[2], 3, sh[1], sh[3]}, rng);
+    Tensor q = qkv.select(2, 0).permute({0, 2, 1, 3});  // [B, H, T, d], T stride 3·H·d
+    Tensor k = qkv.select(2, 1).permute({0, 2, 1, 3});
+    Tensor v = qkv.select(2, 2).permute({0, 2, 1, 3});
+    const float scale = 1.0f / std::sqrt(static_cast<float>(sh[3]));
+    ops::AttentionSaved so;
+    Tensor fused = ops::attention_forward(q, k, v, scale, a.window, 0.1f, false, nullptr);
+    Tensor probs_path = ops::attention_forward(q, k, v, scale, a.window, 0.1f, false, nullptr, &so);
+    Tensor yr = ops::ref::attention_forward(q, k, v, scale, a.window, 0.0f, false, nullptr);
+    CHECK(fused.shape() == sh);
+    check_ref(fused, yr, "fused vs ref");
+    check_ref(fused, probs_path, "fused vs probability path");
+    // deterministic: repeated runs and any thread count give the same bits
+    CHECK(test::bit_identical(
+        fused, ops::attention_forward(q, k, v, scale, a.window, 0.0f, false, nullptr)));
+    set_num_threads(1);
+    Tensor one = ops::attention_forward(q, k, v, scale, a.window, 0.0f, false, nullptr);
+    set_num_threads(2);
+    CHECK(test::bit_identical(fused, one));
+  }
+}
+
 TEST_CASE("dense ops: dropout mask statistics and scaling") {
   Rng rng(11);
   const Shape s = {1, 2, 256, 4};
