@@ -268,7 +268,7 @@ ConvGrads conv_backward_impl(const Geo& g, const Tensor& dy, const Tensor& x, co
     finish(dxm);
   }
   // Under bf16 the primitive would sum the bf16-rounded dy for db: db stays float32 instead.
-  const bool fused_db = need_db && !g.bf16;
+  const bool fused_db = need_dw && need_db && !g.bf16;
   if (need_dw) {
     auto p = bwd_weights_prim<T>(g, fused_db);
     Tensor xc = x.contiguous();
