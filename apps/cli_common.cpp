@@ -9,6 +9,7 @@
 
 #include "apps/commands.hpp"
 #include "engine/error.hpp"
+#include "engine/precision.hpp"
 #include "engine/profiler.hpp"
 
 namespace cmdr::app {
@@ -23,6 +24,13 @@ void add_weight_flags(CLI::App* c, ExtractorArgs& a, bool inference) {
   c->add_option("--xyz-weights", a.xyz_weights,
                 inference ? "Point-MAE safetensors (default: the path recorded in the checkpoint)"
                           : "Point-MAE safetensors (converted pretrain.pth)");
+  // Process-wide GEMM/conv precision (engine/precision.hpp), set while parsing so a CPU
+  // without AVX512_BF16 is refused before any work starts.
+  c->add_option("--precision", a.precision,
+                "dense products (linear, attention, conv): fp32 (default, the reference) or "
+                "bf16 (bfloat16 operands, float32 accumulation; needs AVX512_BF16)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->each([](const std::string& v) { set_precision(parse_precision(v, "--precision")); });
   if (inference) {
     c->add_flag("--allow-weight-mismatch", a.allow_mismatch,
                 "proceed (with a loud warning) when the extractor files' SHA-256 differ from "

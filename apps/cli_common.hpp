@@ -19,8 +19,9 @@ struct ExtractorArgs {
   bool allow_mismatch = false;
   int64_t groups = 1024, group_size = 128;
   bool bn_running_stats = false;
+  std::string precision = "fp32";  // --precision (applied process-wide while parsing)
 };
-// --rgb-weights, --xyz-weights (+ for inference verbs --allow-weight-mismatch).
+// --rgb-weights, --xyz-weights, --precision (+ for inference verbs --allow-weight-mismatch).
 void add_weight_flags(CLI::App* c, ExtractorArgs& a, bool inference);
 // --groups, --group-size, --bn-running-stats (training only: a checkpoint records them).
 void add_group_flags(CLI::App* c, ExtractorArgs& a);

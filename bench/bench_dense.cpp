@@ -11,8 +11,10 @@
 #include <cmath>
 #include <functional>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <string>
 #include <vector>
 
+#include "engine/precision.hpp"
 #include "engine/profiler.hpp"
 #include "engine/rng.hpp"
 #include "engine/storage.hpp"
@@ -196,5 +198,125 @@ BENCHMARK(BM_conv_transpose1d)
     ->Arg(0)
     ->Arg(1)
     ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// ---- precision fp32 vs bf16 (issue 8 item 3), side by side in one run -----------------------
+// Every entry below takes the precision as its last argument (0 fp32, 1 bf16); the ratio of
+// two neighbouring rows is the bf16 speed-up at the same load.
+
+// bf16 GEMM peak: a oneDNN matmul primitive 2048³ with bf16 operands already in memory,
+// f32 accumulation and output (2.6 has no public gemm_bf16bf16f32).
+static void BM_bf16gemm_peak_2048(benchmark::State& st) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  const int64_t n = 2048;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  dnnl::memory::desc a_md({n, n}, dt::bf16, tag::ab), c_md({n, n}, dt::f32, tag::ab);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, a_md, c_md), eng);
+  dnnl::matmul mm(pd);
+  std::vector<uint16_t> a(n * n, 0x3f00), b(n * n, 0x3e80);  // 0.5, 0.25
+  std::vector<float> c(n * n);
+  dnnl::memory am(a_md, eng, a.data()), bm(a_md, eng, b.data()), cm(c_md, eng, c.data());
+  run(st, 2.0 * n * n * n, [&] {
+    mm.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    s.wait();
+  });
+  st.SetLabel(pd.impl_info_str());
+}
+BENCHMARK(BM_bf16gemm_peak_2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// linear [M, K] -> N; mode 0 forward (+bias), 1 dx, 2 dW+db; precision last
+static void BM_linear_prec(benchmark::State& st) {
+  const int64_t M = st.range(0), K = st.range(1), N = st.range(2), mode = st.range(3);
+  PrecisionScope ps(st.range(4) ? Precision::BF16 : Precision::FP32);
+  Tensor x = rnd({M, K}, 1), w = rnd({N, K}, 2), b = rnd({N}, 3), dy = rnd({M, N}, 4);
+  const double flops = 2.0 * M * N * K;
+  if (mode == 0) run(st, flops, [&] { benchmark::DoNotOptimize(ops::linear_forward(x, w, b)); });
+  if (mode == 1)
+    run(st, flops,
+        [&] { benchmark::DoNotOptimize(ops::linear_backward(dy, x, w, true, false, false)); });
+  if (mode == 2)
+    run(st, flops,
+        [&] { benchmark::DoNotOptimize(ops::linear_backward(dy, x, w, false, true, true)); });
+  st.SetLabel(std::string(mode == 0   ? "forward"
+                          : mode == 1 ? "dx"
+                                      : "dW+db") +
+              " " + precision_name(precision()));
+}
+BENCHMARK(BM_linear_prec)
+    ->ArgsProduct({{50176}, {768}, {960}, {0, 1, 2}, {0, 1}})
+    ->ArgsProduct({{50176}, {960}, {1152}, {0}, {0, 1}})
+    ->ArgsProduct({{784}, {768}, {2304}, {0}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// conv_transpose2d 384→256 3×3 s1 p1 on 224²; mode 0 fwd, 1 dx, 2 dW+db; precision last
+static void BM_conv_transpose2d_prec(benchmark::State& st) {
+  const int64_t S = 224, mode = st.range(0);
+  PrecisionScope ps(st.range(1) ? Precision::BF16 : Precision::FP32);
+  Tensor x = rnd({1, 384, S, S}, 1), w = rnd({384, 256, 3, 3}, 2), b = rnd({256}, 3);
+  Tensor dy = rnd({1, 256, S, S}, 4);
+  const double flops = 2.0 * 384 * 256 * 9 * S * S;
+  if (mode == 0)
+    run(st, flops, [&] { benchmark::DoNotOptimize(ops::conv_transpose2d_forward(x, w, b, 1, 1)); });
+  if (mode == 1)
+    run(st, flops, [&] {
+      benchmark::DoNotOptimize(ops::conv_transpose2d_backward(dy, x, w, 1, 1, true, false, false));
+    });
+  if (mode == 2)
+    run(st, flops, [&] {
+      benchmark::DoNotOptimize(ops::conv_transpose2d_backward(dy, x, w, 1, 1, false, true, true));
+    });
+  st.SetLabel(std::string(mode == 0   ? "forward"
+                          : mode == 1 ? "dx"
+                                      : "dW+db") +
+              " " + precision_name(precision()));
+}
+BENCHMARK(BM_conv_transpose2d_prec)
+    ->ArgsProduct({{0, 1, 2}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// bias + exact GELU after a linear layer (issue 8 item 2): oneDNN matmul with the bias and an
+// eltwise_gelu_erf post-op (one pass over y) vs linear_forward + gelu_forward (y written,
+// read and written again). Shapes: ViT MLP fc1 785×768→3072, a 50176-row MLP 960→960.
+// mode 0 = separate ops (what the models run), 1 = fused post-op.
+static void BM_linear_gelu(benchmark::State& st) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  const int64_t M = st.range(0), K = st.range(1), N = st.range(2), mode = st.range(3);
+  Tensor x = rnd({M, K}, 1), w = rnd({N, K}, 2), b = rnd({N}, 3);
+  const double flops = 2.0 * M * N * K;
+  if (mode == 0) {
+    run(st, flops,
+        [&] { benchmark::DoNotOptimize(ops::gelu_forward(ops::linear_forward(x, w, b))); });
+  } else {
+    dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+    dnnl::stream s(eng);
+    dnnl::memory::desc xmd({M, K}, dt::f32, tag::ab), wmd({K, N}, dt::f32, tag::ba),
+        bmd({1, N}, dt::f32, tag::ab), ymd({M, N}, dt::f32, tag::ab);
+    dnnl::post_ops po;
+    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(po);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(xmd, wmd, bmd, ymd), attr, eng);
+    dnnl::matmul mm(pd);
+    dnnl::memory xm(xmd, eng, x.data()), wm(wmd, eng, w.data()), bm(bmd, eng, b.data());
+    run(st, flops, [&] {
+      Tensor y = Tensor::empty({M, N});
+      dnnl::memory ym(ymd, eng, y.data());
+      mm.execute(
+          s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, ym}});
+      s.wait();
+      benchmark::DoNotOptimize(y);
+    });
+    st.SetLabel(pd.impl_info_str());
+  }
+}
+BENCHMARK(BM_linear_gelu)
+    ->ArgsProduct({{785}, {768}, {3072}, {0, 1}})
+    ->ArgsProduct({{50176}, {960}, {960}, {0, 1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "engine/error.hpp"
+#include "engine/precision.hpp"
 #include "engine/profiler.hpp"
 #include "ops/dnnl_common.hpp"
 #include "ops/ops.hpp"
@@ -47,6 +48,15 @@ struct Geo {
   Shape wdims;       // oneDNN logical weights [Cout, Cin, k...]
   int64_t stride = 1, pad = 0;
   int nsp = 1;  // spatial rank
+  // Precision bf16: x, weight and dy enter the primitives as bfloat16 (reordered from the
+  // float32 user tensors, round to nearest even); y, dx, dW, db stay float32.
+  bool bf16 = precision() == Precision::BF16;
+
+  // Descriptor with format `any` for a GEMM operand (bf16 under precision bf16).
+  memory::desc op_md(const Shape& s) const {
+    return memory::desc(du::dims_of(s), bf16 ? memory::data_type::bf16 : memory::data_type::f32,
+                        memory::format_tag::any);
+  }
 
   memory::dims strides() const { return memory::dims(nsp, stride); }
   memory::dims pads() const { return memory::dims(nsp, pad); }
@@ -57,7 +67,8 @@ struct Geo {
     return du::strided_md(du::dims_of(wdims), du::dims_of(cs));
   }
   std::string key(const char* what, bool bias) const {
-    return du::key(what, int(op), shape_str(xs), shape_str(ws), stride, pad, bias);
+    return du::key(what, int(op), shape_str(xs), shape_str(ws), stride, pad, bias,
+                   bf16 ? "bf16" : "f32");
   }
   double flops() const {
     // 2 · (multiply-adds): every (input pixel, output channel, tap) pair for transposed,
@@ -149,7 +160,7 @@ template <bool T>
 std::shared_ptr<FwdPrim<T>> fwd_prim(const Geo& g, bool bias) {
   return du::cached<FwdPrim<T>>(g.key("fwd", bias), [&] {
     using F = typename Family<T>::Fwd;
-    const memory::desc xmd = du::any_md(g.xs), wmd = du::any_md(g.wdims), ymd = du::any_md(g.ys);
+    const memory::desc xmd = g.op_md(g.xs), wmd = g.op_md(g.wdims), ymd = du::any_md(g.ys);
     auto d = bias ? typename F::desc(dnnl::prop_kind::forward_training, Family<T>::kAlg, xmd, wmd,
                                      du::plain_md({g.Cout}), ymd, g.strides(), g.pads(), g.pads())
                   : typename F::desc(dnnl::prop_kind::forward_training, Family<T>::kAlg, xmd, wmd,
@@ -164,7 +175,7 @@ std::shared_ptr<BwdDataPrim<T>> bwd_data_prim(const Geo& g) {
   return du::cached<BwdDataPrim<T>>(g.key("bwd_data", false), [&] {
     using F = typename Family<T>::BwdData;
     auto hint = fwd_prim<T>(g, false);
-    typename F::desc d(Family<T>::kAlg, du::any_md(g.xs), du::any_md(g.wdims), du::any_md(g.ys),
+    typename F::desc d(Family<T>::kAlg, du::any_md(g.xs), g.op_md(g.wdims), g.op_md(g.ys),
                        g.strides(), g.pads(), g.pads());
     typename F::primitive_desc pd(d, du::engine(), hint->pd);
     return std::make_shared<BwdDataPrim<T>>(BwdDataPrim<T>{pd, F(pd)});
@@ -176,7 +187,7 @@ std::shared_ptr<BwdWeightsPrim<T>> bwd_weights_prim(const Geo& g, bool bias) {
   return du::cached<BwdWeightsPrim<T>>(g.key("bwd_weights", bias), [&] {
     using F = typename Family<T>::BwdWeights;
     auto hint = fwd_prim<T>(g, bias);
-    const memory::desc xmd = du::any_md(g.xs), wmd = du::any_md(g.wdims), ymd = du::any_md(g.ys);
+    const memory::desc xmd = g.op_md(g.xs), wmd = du::any_md(g.wdims), ymd = g.op_md(g.ys);
     auto d =
         bias ? typename F::desc(Family<T>::kAlg, xmd, wmd, du::plain_md({g.Cout}), ymd, g.strides(),
                                 g.pads(), g.pads())
@@ -256,8 +267,10 @@ ConvGrads conv_backward_impl(const Geo& g, const Tensor& dy, const Tensor& x, co
     du::stream().wait();
     finish(dxm);
   }
+  // Under bf16 the primitive would sum the bf16-rounded dy for db: db stays float32 instead.
+  const bool fused_db = need_dw && need_db && !g.bf16;
   if (need_dw) {
-    auto p = bwd_weights_prim<T>(g, need_db);
+    auto p = bwd_weights_prim<T>(g, fused_db);
     Tensor xc = x.contiguous();
     memory xm = du::to_layout(du::make_mem(du::plain_md(g.xs), xc.data()), p->pd.src_desc());
     memory dym = du::to_layout(dy_user, p->pd.diff_dst_desc());
@@ -265,16 +278,15 @@ ConvGrads conv_backward_impl(const Geo& g, const Tensor& dy, const Tensor& x, co
     Out dwm = out_mem(g.w_user_md(), out.dweight.data(), p->pd.diff_weights_desc());
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm.exec}};
-    if (need_db) {
+    if (fused_db) {
       out.dbias = Tensor::empty({g.Cout});
       args.emplace(DNNL_ARG_DIFF_BIAS, du::make_mem(du::plain_md({g.Cout}), out.dbias.data()));
     }
     p->prim.execute(du::stream(), args);
     du::stream().wait();
     finish(dwm);
-  } else if (need_db) {
-    out.dbias = bias_grad(dyc, g.B, g.Cout);
   }
+  if (need_db && !fused_db) out.dbias = bias_grad(dyc, g.B, g.Cout);
   return out;
 }
 

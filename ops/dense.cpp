@@ -5,8 +5,10 @@
 #include <bit>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/error.hpp"
+#include "engine/precision.hpp"
 #include "engine/profiler.hpp"
 #include "ops/dnnl_common.hpp"
 #include "ops/gemm.hpp"
@@ -62,13 +64,57 @@ Mat pack(const Mat& m, Tensor& keep) {
 }
 
 dnnl::memory::desc md(const Shape& bd, const Shape& bs, int64_t rows, int64_t cols, int64_t sr,
-                      int64_t sc) {
+                      int64_t sc, dnnl::memory::data_type dt = dnnl::memory::data_type::f32) {
   Shape d = bd, s = bs;
   d.push_back(rows);
   d.push_back(cols);
   s.push_back(sr);
   s.push_back(sc);
-  return du::strided_md(du::dims_of(d), du::dims_of(s));
+  return dnnl::memory::desc(du::dims_of(d), dt, du::dims_of(s));
+}
+
+// bf16 operand (precision bf16): a dense copy of a canonical matrix in the same orientation
+// (row-major stays row-major, a transposed view stays column-major), every element rounded
+// to nearest even (du::f32_to_bf16). Element-wise, so the OpenMP split changes no bit.
+struct Bf16Mat {
+  Tensor keep;  // owns the bf16 data (2 per float slot)
+  const uint16_t* p = nullptr;
+  Mat m;  // geometry with dense strides; m.p unused
+};
+Bf16Mat to_bf16(const Mat& m) {
+  Bf16Mat r;
+  const int64_t rc = m.rows * m.cols, n = m.batch() * rc;
+  r.keep = Tensor::empty({(n + 1) / 2});
+  uint16_t* d = reinterpret_cast<uint16_t*>(r.keep.data());
+  std::vector<int64_t> boff(static_cast<std::size_t>(m.batch()));
+  for_each_offset(m.bd, m.bs, 0, [&](int64_t i, int64_t off) { boff[i] = off; });
+  const bool row_major = m.sc == 1;  // canonical(): else sr == 1 (column-major)
+  const int64_t outer = row_major ? m.rows : m.cols, inner = row_major ? m.cols : m.rows;
+  const int64_t so = row_major ? m.sr : m.sc;
+  const int64_t lines = m.batch() * outer;
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
+  for (int64_t l = 0; l < lines; ++l) {
+    const int64_t b = l / outer, o = l % outer;
+    const float* src = m.p + boff[b] + o * so;
+    uint16_t* dst = d + b * rc + o * inner;
+    for (int64_t i = 0; i < inner; ++i) dst[i] = du::f32_to_bf16(src[i]);
+  }
+  r.p = d;
+  r.m = m;
+  Shape s = m.bd;
+  s.push_back(m.rows);
+  s.push_back(m.cols);
+  Shape cs = contiguous_strides(s);
+  cs.resize(m.bd.size());
+  r.m.bs = cs;
+  if (row_major) {
+    r.m.sr = m.cols;
+    r.m.sc = 1;
+  } else {
+    r.m.sr = 1;
+    r.m.sc = m.rows;
+  }
+  return r;
 }
 
 struct MatmulPrim {
@@ -76,14 +122,16 @@ struct MatmulPrim {
   dnnl::matmul prim;
 };
 
+// bf16: A and B in bfloat16, C (and bias) in float32; oneDNN accumulates in float32.
 std::shared_ptr<MatmulPrim> get_prim(const Mat& a, const Mat& b, const Shape& c_bs, int64_t c_sr,
-                                     bool bias, float alpha) {
-  const std::string k =
-      du::key("matmul", shape_str(a.bd), shape_str(a.bs), shape_str(b.bs), shape_str(c_bs), a.rows,
-              a.cols, b.cols, a.sr, a.sc, b.sr, b.sc, c_sr, bias, std::bit_cast<uint32_t>(alpha));
+                                     bool bias, float alpha, bool bf16) {
+  const std::string k = du::key("matmul", shape_str(a.bd), shape_str(a.bs), shape_str(b.bs),
+                                shape_str(c_bs), a.rows, a.cols, b.cols, a.sr, a.sc, b.sr, b.sc,
+                                c_sr, bias, std::bit_cast<uint32_t>(alpha), bf16 ? "bf16" : "f32");
   return du::cached<MatmulPrim>(k, [&] {
-    auto amd = md(a.bd, a.bs, a.rows, a.cols, a.sr, a.sc);
-    auto bmd = md(b.bd, b.bs, b.rows, b.cols, b.sr, b.sc);
+    const auto it = bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+    auto amd = md(a.bd, a.bs, a.rows, a.cols, a.sr, a.sc, it);
+    auto bmd = md(b.bd, b.bs, b.rows, b.cols, b.sr, b.sc, it);
     auto cmd = md(a.bd, c_bs, a.rows, b.cols, c_sr, 1);
     dnnl::memory::desc biasmd;
     if (bias) {
@@ -118,7 +166,7 @@ void squeeze_batch(Mat& a, Mat& b, Shape& c_bs) {
 }  // namespace
 
 void gemm(const Mat& a_in, const Mat& b_in, float* c, const Shape& c_bs_in, int64_t c_sr,
-          const float* bias, float alpha) {
+          const float* bias, float alpha, bool exact) {
   CMDR_CHECK(a_in.bd == b_in.bd && a_in.cols == b_in.rows && a_in.bs.size() == a_in.bd.size() &&
                  b_in.bs.size() == b_in.bd.size() && c_bs_in.size() == a_in.bd.size(),
              "gemm: A ", shape_str(a_in.bd), "+[", a_in.rows, ", ", a_in.cols, "] vs B ",
@@ -147,9 +195,19 @@ void gemm(const Mat& a_in, const Mat& b_in, float* c, const Shape& c_bs_in, int6
     canonical(b);
   }
   if (M == 1) c_sr = N;
-  auto p = get_prim(a, b, c_bs, c_sr, bias != nullptr, alpha);
-  auto am = du::make_mem(p->pd.src_desc(), a.p);
-  auto bm = du::make_mem(p->pd.weights_desc(), b.p);
+  const bool bf16 = !exact && precision() == Precision::BF16;
+  Bf16Mat ha, hb;  // bf16 copies (precision bf16 only)
+  if (bf16) {
+    ha = to_bf16(a);
+    hb = to_bf16(b);
+    a = ha.m;
+    b = hb.m;
+  }
+  auto p = get_prim(a, b, c_bs, c_sr, bias != nullptr, alpha, bf16);
+  auto am = bf16 ? dnnl::memory(p->pd.src_desc(), du::engine(), const_cast<uint16_t*>(ha.p))
+                 : du::make_mem(p->pd.src_desc(), a.p);
+  auto bm = bf16 ? dnnl::memory(p->pd.weights_desc(), du::engine(), const_cast<uint16_t*>(hb.p))
+                 : du::make_mem(p->pd.weights_desc(), b.p);
   auto cm = du::make_mem(p->pd.dst_desc(), c);
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
@@ -158,14 +216,14 @@ void gemm(const Mat& a_in, const Mat& b_in, float* c, const Shape& c_bs_in, int6
   du::stream().wait();
 }
 
-Tensor gemm_new(const Mat& a, const Mat& b, const float* bias) {
+Tensor gemm_new(const Mat& a, const Mat& b, const float* bias, bool exact) {
   Shape s = a.bd;
   s.push_back(a.rows);
   s.push_back(b.cols);
   Tensor c = Tensor::empty(s);
   Shape cs = contiguous_strides(s);
   cs.resize(a.bd.size());
-  gemm(a, b, c.data(), cs, b.cols, bias);
+  gemm(a, b, c.data(), cs, b.cols, bias, 1.0f, exact);
   return c;
 }
 
@@ -178,7 +236,12 @@ std::string gemm_impl(const Mat& a_in, const Mat& b_in) {
   cs.resize(a.bd.size());
   squeeze_batch(a, b, cs);
   CMDR_CHECK(canonical(a) && canonical(b), "gemm_impl: operands need packing");
-  return du::impl_of(get_prim(a, b, cs, b.cols, false, 1.0f)->pd);
+  const bool bf16 = precision() == Precision::BF16;
+  if (bf16) {
+    a = to_bf16(a).m;
+    b = to_bf16(b).m;
+  }
+  return du::impl_of(get_prim(a, b, cs, b.cols, false, 1.0f, bf16)->pd);
 }
 
 }  // namespace detail
@@ -244,7 +307,8 @@ LinearGrads linear_backward(const Tensor& dy, const Tensor& x, const Tensor& wei
   if (need_dbias) {
     // ones[1, M] · dy [M, N]: a fixed-order reduction (deterministic), on the GEMM path.
     Tensor ones = Tensor::ones({1, M});
-    g.dbias = detail::gemm_new(detail::mat2(ones), detail::mat2(dy2)).view({N});
+    // Always float32 (exact): a plain sum of dy, not a product with weights.
+    g.dbias = detail::gemm_new(detail::mat2(ones), detail::mat2(dy2), nullptr, true).view({N});
   }
   return g;
 }

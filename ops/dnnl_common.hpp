@@ -2,6 +2,8 @@
 // Internal to ops/: the process-wide oneDNN CPU engine, a per-thread stream, a thread-safe
 // cache of primitive descriptors / primitives keyed by a shape string, and small helpers
 // (memory descriptors from tensors, reorders). Not part of the public contract.
+#include <bit>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -56,6 +58,14 @@ inline dnnl::memory::desc any_md(const Shape& s) {
 }
 inline dnnl::memory make_mem(const dnnl::memory::desc& md, const float* p) {
   return dnnl::memory(md, engine(), const_cast<float*>(p));
+}
+
+// float32 -> bfloat16, round to nearest even (what oneDNN's reorder and the AVX512_BF16
+// vcvtneps2bf16 instruction do); NaN stays a (quiet) NaN.
+inline uint16_t f32_to_bf16(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 // Returns `user` if its layout already equals `want`, else a reordered copy in `want`'s

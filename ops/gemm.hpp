@@ -33,10 +33,13 @@ Mat mat3(const Tensor& t);
 // strides c_bs and row stride c_sr (unit column stride). Matrices whose strides are neither
 // row- nor column-major are copied to a contiguous buffer first, so oneDNN always runs an
 // optimised GEMM. bias and alpha != 1 are exclusive.
+// Under precision bf16 (engine/precision.hpp) A and B are rounded to bfloat16 and the
+// products accumulate in float32; `exact` keeps float32 operands regardless (for sums that
+// are not products of activations and weights, e.g. the bias gradient ones·dy).
 void gemm(const Mat& a, const Mat& b, float* c, const Shape& c_bs, int64_t c_sr,
-          const float* bias = nullptr, float alpha = 1.0f);
+          const float* bias = nullptr, float alpha = 1.0f, bool exact = false);
 // Convenience: a fresh contiguous result [bd..., M, N].
-Tensor gemm_new(const Mat& a, const Mat& b, const float* bias = nullptr);
+Tensor gemm_new(const Mat& a, const Mat& b, const float* bias = nullptr, bool exact = false);
 
 // oneDNN's implementation string for the matmul that gemm() would run on these operands
 // (to check that hot shapes avoid reference fallbacks).
