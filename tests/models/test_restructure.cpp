@@ -142,8 +142,8 @@ TEST_CASE("restructure: each network's loss and gradients equal the literal ones
   }
   {  // Dec3D: literal loss masked over all rows; restructured reads the valid rows only
     const auto lit = run(*m.dec3d, m.dec3d->forward(ag::Var(xyz)), xyz, x.valid);
-    const auto res = run(*m.dec3d, ag::index_select(m.dec3d->forward_sparse(x.xyz_op, groups), rows),
-                         xyz_sel, ones);
+    const auto res = run(
+        *m.dec3d, ag::index_select(m.dec3d->forward_sparse(x.xyz_op, groups), rows), xyz_sel, ones);
     CHECK(std::abs(lit.first - res.first) <= 1e-5 * std::abs(lit.first));
     check_same_grads(lit.second, res.second, "Dec3D");
     CHECK(lit.second.count("projection.0.weight"));
@@ -186,8 +186,10 @@ TEST_CASE("restructure: inference at valid rows gives the literal maps and score
           1e-4 * std::abs(lit.fusion.image_score));
     CHECK(rel_err(all.fusion.fused, lit.fusion.fused) <= 1e-4);
     // all_rows (the `score --dump` path): every output row as the literal computation.
-    for (auto [a, b] : {std::pair{&all.mapped_2d, &lit.mapped_2d}, {&all.mapped_3d, &lit.mapped_3d},
-                        {&all.recon_2d, &lit.recon_2d}, {&all.recon_3d, &lit.recon_3d}}) {
+    for (auto [a, b] : {std::pair{&all.mapped_2d, &lit.mapped_2d},
+                        {&all.mapped_3d, &lit.mapped_3d},
+                        {&all.recon_2d, &lit.recon_2d},
+                        {&all.recon_3d, &lit.recon_3d}}) {
       if (b->defined()) CHECK(rel_err(*a, *b) <= 1e-4);
     }
   }

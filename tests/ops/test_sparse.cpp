@@ -65,8 +65,7 @@ TEST_CASE("sparse: spmm and dense_spmm forward/backward match the reference kern
   CHECK(max_abs_diff(ops::spmm_backward(a, dy), ops::ref::spmm_backward(a, dy)) < 1e-5);
   const Tensor w = randn({11, 37}, 8), dz = randn({11, 23}, 9);
   CHECK(max_abs_diff(ops::dense_spmm_forward(w, a), ops::ref::dense_spmm_forward(w, a)) < 1e-5);
-  CHECK(max_abs_diff(ops::dense_spmm_backward(dz, a), ops::ref::dense_spmm_backward(dz, a)) <
-        1e-5);
+  CHECK(max_abs_diff(ops::dense_spmm_backward(dz, a), ops::ref::dense_spmm_backward(dz, a)) < 1e-5);
   // The backward is the adjoint: <A·x, dy> = <x, Aᵀ·dy>.
   const Tensor ax = ops::spmm_forward(a, x), atdy = ops::spmm_backward(a, dy);
   double l = 0, r = 0;
