@@ -638,6 +638,22 @@ Var index_add(const Var& src, const std::vector<int64_t>& idx, int64_t n_rows) {
                      [=](const Tensor& dy) { return Grads{ops::index_add_backward(dy, idx)}; });
 }
 
+Var spmm(std::shared_ptr<const ops::CsrMatrix> a, const Var& x) {
+  CMDR_CHECK(a != nullptr, "spmm: no operator");
+  Tensor y = ops::spmm_forward(*a, x.value());
+  if (!should_record({&x})) return Var(y);
+  return make_result(y, ops::Op::Spmm, nullptr, {x},
+                     [a](const Tensor& dy) { return Grads{ops::spmm_backward(*a, dy)}; });
+}
+
+Var dense_spmm(const Var& x, std::shared_ptr<const ops::CsrMatrix> a) {
+  CMDR_CHECK(a != nullptr, "dense_spmm: no operator");
+  Tensor y = ops::dense_spmm_forward(x.value(), *a);
+  if (!should_record({&x})) return Var(y);
+  return make_result(y, ops::Op::DenseSpmm, nullptr, {x},
+                     [a](const Tensor& dy) { return Grads{ops::dense_spmm_backward(dy, *a)}; });
+}
+
 // ---- views and copies
 // ----------------------------------------------------------------------------
 

@@ -114,6 +114,10 @@ Var index_select(const Var& x, const std::vector<int64_t>& idx);
 // Extensions beyond the first contract: nearest resize and index_add (scatter of rows).
 Var resize_nearest2d(const Var& x, int64_t out_h, int64_t out_w);
 Var index_add(const Var& src, const std::vector<int64_t>& idx, int64_t n_rows);
+// Products with a constant sparse operator (SPEC 10; no gradient for the operator, which the
+// tape keeps alive through the shared pointer): A·x and x·A.
+Var spmm(std::shared_ptr<const ops::CsrMatrix> a, const Var& x);
+Var dense_spmm(const Var& x, std::shared_ptr<const ops::CsrMatrix> a);
 // Views/copies that carry gradients (backward applies the inverse reshaping).
 Var reshape(const Var& x, const Shape& shape);
 Var permute(const Var& x, const std::vector<int64_t>& order);  // result made contiguous

@@ -168,6 +168,26 @@ void Cmdr::check_inputs(const Tensor& rgb, const Tensor& xyz, const Tensor& vali
   }
 }
 
+void Cmdr::check_compact(const CompactPatches& x, const char* who) const {
+  const int64_t l = cfg_.side * cfg_.side;
+  CMDR_CHECK(x.defined() && x.side == cfg_.side, who, ": compact features for side ", x.side,
+             ", the model has S = ", cfg_.side);
+  CMDR_CHECK(x.up && x.up->rows == l && x.rgb_tokens.defined() && x.rgb_tokens.dim() == 2 &&
+                 x.rgb_tokens.size(0) == x.up->cols && x.rgb_tokens.size(1) == cfg_.rgb_dim,
+             who, ": rgb tokens ", x.rgb_tokens.defined() ? x.rgb_tokens.str() : "missing",
+             " with operator [", x.up ? x.up->rows : 0, ", ", x.up ? x.up->cols : 0,
+             "], expected [g², ", cfg_.rgb_dim, "] and [", l, ", g²]");
+  CMDR_CHECK(x.xyz_op && x.xyz_op->rows == l && x.group_features.defined() &&
+                 x.group_features.dim() == 2 && x.group_features.size(0) == x.xyz_op->cols &&
+                 x.group_features.size(1) == cfg_.xyz_dim,
+             who, ": group features ",
+             x.group_features.defined() ? x.group_features.str() : "missing", " with operator [",
+             x.xyz_op ? x.xyz_op->rows : 0, ", ", x.xyz_op ? x.xyz_op->cols : 0, "], expected [G, ",
+             cfg_.xyz_dim, "] and [", l, ", G]");
+  CMDR_CHECK(x.valid.defined() && x.valid.numel() == l, who, ": valid ",
+             x.valid.defined() ? x.valid.str() : "missing", ", expected ", l, " flags");
+}
+
 namespace {
 
 // Copies of the module's buffers only (BatchNorm running stats: small). Parameters and Adam
@@ -189,13 +209,9 @@ ag::Var as_var(const Tensor& t) {
 
 StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& valid) {
   check_inputs(rgb, xyz, valid, "train_step");
-  ++step_;
   const int64_t l = cfg_.side * cfg_.side;
   // Mode 2d has no geometry: every position is valid (SPEC 7 "Modes").
   const Tensor v = cfg_.mode == Mode::Only2D ? Tensor::ones({l}) : valid.reshape({l});
-  StepResult res;
-  res.loss.fill(std::numeric_limits<float>::quiet_NaN());
-  res.grad_norm.fill(std::numeric_limits<float>::quiet_NaN());
   const ag::Var rgb_v = as_var(rgb), xyz_v = as_var(xyz);  // undefined when absent
   // SPEC 10: per-position networks only at valid rows (when some are invalid).
   std::vector<int64_t> rows;
@@ -211,6 +227,80 @@ StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& 
     if (has(kMap2Dto3D)) xyz_sel = ag::Var(ops::index_select_forward(xyz, rows));
     sel_valid = Tensor::ones({static_cast<int64_t>(rows.size())});
   }
+  return step_networks([&](int n) {
+    // Each network steps on its own loss (SPEC 6):
+    //   map2Dto3D(rgb) vs xyz, map3Dto2D(xyz) vs rgb, Dec2D(rgb) vs rgb, Dec3D(xyz) vs xyz.
+    ag::Var out, target;
+    const bool sel = restrict_rows && n != kDec3D;  // Dec3D mixes positions: all rows
+    switch (n) {
+      case kMap2Dto3D:
+        out = map2Dto3D->forward(sel ? rgb_sel : rgb_v), target = sel ? xyz_sel : xyz_v;
+        break;
+      case kMap3Dto2D:
+        out = map3Dto2D->forward(sel ? xyz_sel : xyz_v), target = sel ? rgb_sel : rgb_v;
+        break;
+      case kDec2D:
+        out = sel ? dec2d->forward_rows(rgb_v, rows) : dec2d->forward(rgb_v);
+        target = sel ? rgb_sel : rgb_v;
+        break;
+      case kDec3D:
+        out = dec3d->forward(xyz_v), target = xyz_v;
+        break;
+    }
+    return masked_cosine_loss(out, target, sel ? sel_valid : v);
+  });
+}
+
+StepResult Cmdr::train_step(const CompactPatches& x) {
+  check_compact(x, "train_step");
+  const int64_t l = cfg_.side * cfg_.side;
+  // Mode 2d has no geometry: every position is valid (SPEC 7 "Modes").
+  const Tensor v = cfg_.mode == Mode::Only2D ? Tensor::ones({l}) : x.valid.reshape({l});
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < l; ++i) {
+    if (v.data()[i] != 0.0f) rows.push_back(i);
+  }
+  // The same row restriction as the literal step (SPEC 10); `use` empty = every row.
+  const bool restrict_rows =
+      cfg_.train_valid_only && !rows.empty() && static_cast<int64_t>(rows.size()) < l;
+  const std::vector<int64_t> use = restrict_rows ? rows : std::vector<int64_t>();
+  const Tensor mask = restrict_rows ? Tensor::ones({static_cast<int64_t>(rows.size())}) : v;
+  // Operators restricted to the rows used (row selection composes with U and P) and the
+  // targets at those rows only: U_rows·T, P_rows·G.
+  std::shared_ptr<const CsrMatrix> u_use = x.up, p_use = x.xyz_op;
+  if (restrict_rows && has(kMap2Dto3D)) {
+    u_use = std::make_shared<const CsrMatrix>(x.up->select_rows(rows));
+    p_use = std::make_shared<const CsrMatrix>(x.xyz_op->select_rows(rows));
+  }
+  // rgb is the target of map3Dto2D and Dec2D, xyz of map2Dto3D and Dec3D.
+  const ag::Var rgb_t = has(kMap3Dto2D) || has(kDec2D) ? ag::Var(x.rgb_rows(use)) : ag::Var();
+  const ag::Var xyz_t = has(kMap2Dto3D) || has(kDec3D) ? ag::Var(x.xyz_rows(use)) : ag::Var();
+  const ag::Var tokens(x.rgb_tokens), groups(x.group_features);
+  return step_networks([&](int n) {
+    // Each network steps on its own loss (SPEC 6), restructured (SPEC 10):
+    //   map2Dto3D(U·T) vs xyz, map3Dto2D(P·G) vs rgb, Dec2D(U·T) vs rgb, Dec3D(P·G) vs xyz.
+    switch (n) {
+      case kMap2Dto3D:
+        return masked_cosine_loss(map2Dto3D->forward_sparse(u_use, tokens), xyz_t, mask);
+      case kMap3Dto2D:
+        return masked_cosine_loss(map3Dto2D->forward_sparse(p_use, groups), rgb_t, mask);
+      case kDec2D:
+        return masked_cosine_loss(dec2d->forward_sparse(x.up, tokens, use), rgb_t, mask);
+      default: {
+        // Dec3D mixes positions: every row is reconstructed, the loss reads the rows used.
+        ag::Var out = dec3d->forward_sparse(x.xyz_op, groups);
+        if (restrict_rows) out = ag::index_select(out, rows);
+        return masked_cosine_loss(out, xyz_t, mask);
+      }
+    }
+  });
+}
+
+StepResult Cmdr::step_networks(const std::function<ag::Var(int)>& loss_of) {
+  ++step_;
+  StepResult res;
+  res.loss.fill(std::numeric_limits<float>::quiet_NaN());
+  res.grad_norm.fill(std::numeric_limits<float>::quiet_NaN());
   for (int n = 0; n < 4; ++n) {
     ag::Module* m = net(static_cast<Net>(n));
     if (m == nullptr) continue;
@@ -222,26 +312,7 @@ StepResult Cmdr::train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& 
     m->zero_grad();
     std::string reason;
     {
-      // Each network steps on its own loss (SPEC 6):
-      //   map2Dto3D(rgb) vs xyz, map3Dto2D(xyz) vs rgb, Dec2D(rgb) vs rgb, Dec3D(xyz) vs xyz.
-      ag::Var out, target;
-      const bool sel = restrict_rows && n != kDec3D;  // Dec3D mixes positions: all rows
-      switch (n) {
-        case kMap2Dto3D:
-          out = map2Dto3D->forward(sel ? rgb_sel : rgb_v), target = sel ? xyz_sel : xyz_v;
-          break;
-        case kMap3Dto2D:
-          out = map3Dto2D->forward(sel ? xyz_sel : xyz_v), target = sel ? rgb_sel : rgb_v;
-          break;
-        case kDec2D:
-          out = sel ? dec2d->forward_rows(rgb_v, rows) : dec2d->forward(rgb_v);
-          target = sel ? rgb_sel : rgb_v;
-          break;
-        case kDec3D:
-          out = dec3d->forward(xyz_v), target = xyz_v;
-          break;
-      }
-      ag::Var loss = masked_cosine_loss(out, target, sel ? sel_valid : v);
+      ag::Var loss = loss_of(n);
       res.loss[n] = loss.value().item();
       if (!std::isfinite(res.loss[n])) {
         reason = "non-finite loss";
@@ -357,6 +428,69 @@ CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& vali
   }
   if (mode_uses_dec3d(mode)) {
     out.recon_3d = dec3d->forward(xyz_v).value();  // [S², xyz_dim]
+    fi.d_rec3d = error_map(out.recon_3d, xyz, s);
+  }
+  for (int n = 0; n < 4; ++n) {
+    if (ag::Module* m = net(static_cast<Net>(n))) m->train(was_training[n]);
+  }
+  out.fusion = fuse(fi, mode);
+  return out;
+}
+
+CmdrOutputs Cmdr::infer(const CompactPatches& x, Mode mode, bool all_rows) {
+  CMDR_CHECK(!mode_uses_mapping(mode) || (has(kMap2Dto3D) && has(kMap3Dto2D)), "Cmdr::infer: mode ",
+             mode_name(mode), " needs the mapping networks, the model is ", mode_name(cfg_.mode));
+  CMDR_CHECK(!mode_uses_dec2d(mode) || has(kDec2D), "Cmdr::infer: mode ", mode_name(mode),
+             " needs Decoder2D, the model is ", mode_name(cfg_.mode));
+  CMDR_CHECK(!mode_uses_dec3d(mode) || has(kDec3D), "Cmdr::infer: mode ", mode_name(mode),
+             " needs Decoder3D, the model is ", mode_name(cfg_.mode));
+  check_compact(x, "Cmdr::infer");
+  const int64_t s = cfg_.side, l = s * s;
+  const Tensor v = mode == Mode::Only2D ? Tensor::ones({s, s}) : x.valid.reshape({s, s});
+
+  ag::NoGrad no_grad;
+  // Eval mode for the call; each network's previous mode is restored afterwards.
+  std::array<bool, 4> was_training{};
+  for (int n = 0; n < 4; ++n) {
+    if (ag::Module* m = net(static_cast<Net>(n))) {
+      was_training[n] = m->training();
+      m->eval();
+    }
+  }
+  CmdrOutputs out;
+  FusionInputs fi;
+  fi.valid = v;
+  // SPEC 10: per-position networks only at valid rows (scattered back, 0 elsewhere) unless
+  // all_rows; rows empty = every position (also when none is valid: fusion falls back to 2d).
+  std::vector<int64_t> rows;
+  if (!all_rows && mode != Mode::Only2D) {
+    rows = x.valid_rows();
+    if (static_cast<int64_t>(rows.size()) == l) rows.clear();  // nothing to skip
+  }
+  auto scatter = [&](const ag::Var& y) {
+    return rows.empty() ? y.value() : ops::index_add_forward(y.value(), rows, l);
+  };
+  // The dense patches only for the error maps (cheap: a few operator entries per row).
+  const Tensor rgb = mode_uses_mapping(mode) || mode_uses_dec2d(mode) ? x.rgb_rows() : Tensor();
+  const Tensor xyz = mode_uses_mapping(mode) || mode_uses_dec3d(mode) ? x.xyz_rows() : Tensor();
+  const ag::Var tokens(x.rgb_tokens), groups(x.group_features);
+  if (mode_uses_mapping(mode)) {
+    std::shared_ptr<const CsrMatrix> u = x.up, p = x.xyz_op;
+    if (!rows.empty()) {
+      u = std::make_shared<const CsrMatrix>(x.up->select_rows(rows));
+      p = std::make_shared<const CsrMatrix>(x.xyz_op->select_rows(rows));
+    }
+    out.mapped_3d = scatter(map2Dto3D->forward_sparse(u, tokens));  // [S², xyz_dim]
+    out.mapped_2d = scatter(map3Dto2D->forward_sparse(p, groups));  // [S², rgb_dim]
+    fi.d_map2d = error_map(out.mapped_2d, rgb, s);
+    fi.d_map3d = error_map(out.mapped_3d, xyz, s);
+  }
+  if (mode_uses_dec2d(mode)) {
+    out.recon_2d = scatter(dec2d->forward_sparse(x.up, tokens, rows));  // [S², rgb_dim]
+    fi.d_rec2d = error_map(out.recon_2d, rgb, s);
+  }
+  if (mode_uses_dec3d(mode)) {
+    out.recon_3d = dec3d->forward_sparse(x.xyz_op, groups).value();  // [S², xyz_dim]
     fi.d_rec3d = error_map(out.recon_3d, xyz, s);
   }
   for (int n = 0; n < 4; ++n) {

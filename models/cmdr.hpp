@@ -5,6 +5,7 @@
 // `score --dump` verb writes.
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "autograd/optim.hpp"
 #include "models/decoder2d.hpp"
 #include "models/decoder3d.hpp"
+#include "models/feature_assembly.hpp"
 #include "models/feature_mapping.hpp"
 #include "models/fusion.hpp"
 
@@ -93,7 +95,14 @@ class Cmdr {
   // snapshot is a full copy taken every step: ~3× the network's parameter memory extra
   // while that network steps (Decoder3D at S = 224: ~0.95 GB), a few % of a step's time.
   // rgb [S², rgb_dim], xyz [S², xyz_dim], valid [S²] (ignored in mode 2d: all valid).
+  // This is the LITERAL path (dense patches; kept for tests and plain feature caches).
   StepResult train_step(const Tensor& rgb, const Tensor& xyz, const Tensor& valid);
+  // The same step on the compact features (SPEC 10, the default path): the first Linears of
+  // map2Dto3D / Decoder2D run on the tokens (U after), map3Dto2D's on the group features (P
+  // after), Decoder3D's over positions as (W·P)·G, and the targets are formed only at the
+  // rows the losses read. Same losses and gradients as the literal step up to float
+  // rounding (with dropout on, the same masks: the same row counts are drawn).
+  StepResult train_step(const CompactPatches& x);
   int64_t steps() const { return step_; }
   const std::vector<Rollback>& rollbacks() const { return rollbacks_; }
   ag::Adam& optimizer(Net n) { return *opt_.at(n); }
@@ -112,6 +121,11 @@ class Cmdr {
   CmdrOutputs infer(const Tensor& rgb, const Tensor& xyz, const Tensor& valid) {
     return infer(rgb, xyz, valid, cfg_.mode);
   }
+  // Inference on the compact features (SPEC 10, the default path of detect / evaluate).
+  // all_rows = false: the per-position networks run only at valid positions, and
+  // mapped_2d / mapped_3d / recon_2d hold 0 at invalid rows (fused maps and score
+  // unchanged). all_rows = true (`score --dump`): every row computed, as the literal path.
+  CmdrOutputs infer(const CompactPatches& x, Mode mode, bool all_rows = false);
 
   std::unique_ptr<FeatureMappingMLP> map2Dto3D, map3Dto2D;
   std::unique_ptr<Decoder2D> dec2d;
@@ -124,6 +138,10 @@ class Cmdr {
   std::vector<Rollback> rollbacks_;
   void check_inputs(const Tensor& rgb, const Tensor& xyz, const Tensor& valid,
                     const char* who) const;
+  void check_compact(const CompactPatches& x, const char* who) const;
+  // The SPEC 6 step of every network of the mode on the loss loss_of(net) gives, with the
+  // rollback of non-finite steps.
+  StepResult step_networks(const std::function<ag::Var(int)>& loss_of);
 };
 
 // True when every element is finite.

@@ -4,10 +4,12 @@
 // the PyTorch checkpoint names (projection, attn.norm1, attn.attn.qkv, attn.attn.proj,
 // attn.norm2, attn.mlp, conv_decoder, reconstruct).
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "autograd/modules.hpp"
 #include "engine/rng.hpp"
+#include "ops/ops.hpp"
 
 namespace cmdr::models {
 
@@ -63,11 +65,21 @@ class Decoder2D : public ag::Module {
   // (SPEC 10: positions the loss / fusion mask out need not be reconstructed).
   // -> [rows.size(), dim], row i = forward(x)[rows[i]] up to float rounding.
   ag::Var forward_rows(const ag::Var& x, const std::vector<int64_t>& rows);
+  // SPEC 10: x = U·tokens (U [S², g²] the bilinear operator, all S² rows: attention mixes
+  // positions); `projection.0` runs on the g² tokens, U after. tokens [g², dim] ->
+  // [rows.size() or S², dim], = forward_rows(U·tokens, rows) up to float rounding.
+  ag::Var forward_sparse(const std::shared_ptr<const ops::CsrMatrix>& u, const ag::Var& tokens,
+                         const std::vector<int64_t>& rows);
   void set_dropout(float p);
   void reseed_dropout(uint64_t seed) { drop_rng_ = Rng(seed); }
 
   const Decoder2DConfig cfg;
 
+ private:
+  // Everything after `projection`: h [S², r] -> [rows.size() or S², dim].
+  ag::Var decode(const ag::Var& h, const std::vector<int64_t>& rows);
+
+ public:
  private:
   Rng drop_rng_;  // declared before the layers that hold a reference to it
 

@@ -49,11 +49,33 @@ ag::Var Decoder3D::forward(const ag::Var& x) {
              "] (L = S², C)");
   const int64_t l = cfg.length, c = cfg.channels;
   ag::Var h = ag::permute(ag::reshape(x, {1, l, c}), {0, 2, 1});  // [1, C, L]
-  h = projection.forward(h);                                      // [1, C, L/32]
-  h = decoder.forward(h);                                         // [1, C, L]
-  ag::Var a = attention.forward(h);                               // [1, C, 1]
-  h = ag::mul(h, a);                                              // [1, C, L], per channel
-  return ag::reshape(ag::permute(h, {0, 2, 1}), {l, c});          // [L, C]
+  return decode(projection.forward(h));                           // [1, C, L/32] in
+}
+
+ag::Var Decoder3D::forward_sparse(const std::shared_ptr<const ops::CsrMatrix>& p,
+                                  const ag::Var& g) {
+  CMDR_CHECK(p != nullptr && p->rows == cfg.length && g.shape().size() == 2 &&
+                 g.shape()[0] == p->cols && g.shape()[1] == cfg.channels,
+             "Decoder3D: operator [", p ? p->rows : 0, ", ", p ? p->cols : 0, "] and g ",
+             shape_str(g.shape()), ": expected [L = ", cfg.length, ", G] and [G, ", cfg.channels,
+             "]");
+  const int64_t c = cfg.channels, lb = cfg.length / 32;
+  auto& lin = dynamic_cast<ag::Linear&>(projection[0]);
+  // projection.0 on xᵀ = (P·g)ᵀ: y[c, j] = Σ_l W[j, l]·(P·g)[l, c] + b[j] = (gᵀ·(W·P)ᵀ)[c, j] +
+  // b[j].
+  ag::Var wp = ag::dense_spmm(lin.weight, p);                    // [L/32, G]
+  ag::Var h = ag::linear(ag::permute(g, {1, 0}), wp, lin.bias);  // [C, L/32]
+  h = ag::reshape(h, {1, c, lb});                                // [1, C, L/32]
+  for (std::size_t i = 1; i < projection.size(); ++i) h = projection[i].forward(h);
+  return decode(h);
+}
+
+ag::Var Decoder3D::decode(const ag::Var& h_in) {
+  const int64_t l = cfg.length, c = cfg.channels;
+  ag::Var h = decoder.forward(h_in);                      // [1, C, L]
+  ag::Var a = attention.forward(h);                       // [1, C, 1]
+  h = ag::mul(h, a);                                      // [1, C, L], per channel
+  return ag::reshape(ag::permute(h, {0, 2, 1}), {l, c});  // [L, C]
 }
 
 }  // namespace cmdr::models

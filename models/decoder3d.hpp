@@ -4,9 +4,11 @@
 // attention. Member names are the PyTorch checkpoint names (projection, decoder, attention).
 #include <array>
 #include <cstdint>
+#include <memory>
 
 #include "autograd/modules.hpp"
 #include "engine/rng.hpp"
+#include "ops/ops.hpp"
 
 namespace cmdr::models {
 
@@ -36,11 +38,19 @@ class Decoder3D : public ag::Module {
   Decoder3D(const Decoder3DConfig& cfg, Rng& init_rng, uint64_t dropout_seed);
   // x [L, C] -> [L, C]
   ag::Var forward(const ag::Var& x);
+  // SPEC 10: x = P·g (P [L, G] constant, g [G, C]); `projection.0` (over positions) runs
+  // as (W·P)·g, never forming x. -> [L, C], = forward(P·g) up to float rounding.
+  ag::Var forward_sparse(const std::shared_ptr<const ops::CsrMatrix>& p, const ag::Var& g);
   void set_dropout(float p);
   void reseed_dropout(uint64_t seed) { drop_rng_ = Rng(seed); }
 
   const Decoder3DConfig cfg;
 
+ private:
+  // Everything after `projection`: h [1, C, L/32] -> [L, C].
+  ag::Var decode(const ag::Var& h);
+
+ public:
  private:
   Rng drop_rng_;  // declared before the layers that hold a reference to it
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
+#include <mutex>
 
 #include "engine/error.hpp"
 #include "engine/profiler.hpp"
@@ -155,27 +157,6 @@ Tensor valid_mask(const Tensor& xyz_patch) {
   return m;
 }
 
-Tensor CsrMatrix::matmul(const Tensor& dense) const {
-  CMDR_CHECK(dense.dim() == 2 && dense.size(0) == cols, "csr matmul: [", rows, ", ", cols, "] · ",
-             dense.str());
-  const int64_t C = dense.size(1);
-  Tensor d = dense.contiguous();
-  Tensor out = Tensor::zeros({rows, C});
-  const float* dd = d.data();
-  float* od = out.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    float* o = od + r * C;
-    for (int64_t e = row_ptr[static_cast<std::size_t>(r)];
-         e < row_ptr[static_cast<std::size_t>(r + 1)]; ++e) {
-      const float v = val[static_cast<std::size_t>(e)];
-      const float* src = dd + static_cast<int64_t>(col[static_cast<std::size_t>(e)]) * C;
-      for (int64_t c = 0; c < C; ++c) o[c] += v * src[c];
-    }
-  }
-  return out;
-}
-
 CsrMatrix build_xyz_operator(const Tensor& points, const std::vector<int64_t>& pixel,
                              const Tensor& centers, int64_t S) {
   const int64_t N = points.size(0), G = centers.size(0), SS = S * S, Sp = S - 2;
@@ -251,6 +232,90 @@ Tensor assemble_xyz_sparse(const Tensor& points, const std::vector<int64_t>& pix
   CMDR_CHECK(features.dim() == 2 && features.size(0) == centers.size(0),
              "assemble_xyz_sparse: features ", features.str(), " vs centers ", centers.str());
   return build_xyz_operator(points, pixel, centers, S).matmul(features);
+}
+
+std::vector<int64_t> CompactPatches::valid_rows() const {
+  const Tensor v = valid.contiguous();
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < v.numel(); ++i) {
+    if (v.data()[i] != 0.0f) rows.push_back(i);
+  }
+  return rows;
+}
+
+Tensor CompactPatches::rgb_rows(const std::vector<int64_t>& rows) const {
+  CMDR_CHECK(defined() && up, "CompactPatches: no rgb operator");
+  return rows.empty() ? up->matmul(rgb_tokens) : up->select_rows(rows).matmul(rgb_tokens);
+}
+
+Tensor CompactPatches::xyz_rows(const std::vector<int64_t>& rows) const {
+  CMDR_CHECK(defined() && xyz_op, "CompactPatches: no xyz operator");
+  return rows.empty() ? xyz_op->matmul(group_features)
+                      : xyz_op->select_rows(rows).matmul(group_features);
+}
+
+std::shared_ptr<const CsrMatrix> bilinear_operator_for(int64_t grid, int64_t S) {
+  // One per (g, S) for the process; building it is cheap, but it is shared by every sample.
+  static std::mutex mu;
+  static std::map<std::pair<int64_t, int64_t>, std::shared_ptr<const CsrMatrix>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[{grid, S}];
+  if (!slot) slot = std::make_shared<const CsrMatrix>(ops::bilinear_operator(grid, grid, S, S));
+  return slot;
+}
+
+CompactPatches compact_patches(const Tensor& tokens, int64_t grid, const Tensor& points,
+                               const std::vector<int64_t>& pixel, const Tensor& centers,
+                               const Tensor& features, int64_t S, int64_t rgb_dim,
+                               int64_t xyz_dim) {
+  CMDR_CHECK(S >= 3, "compact_patches: side ", S, " < 3");
+  const int64_t L = S * S;
+  CompactPatches c;
+  c.side = S;
+  auto empty_operator = [L]() {
+    auto e = std::make_shared<CsrMatrix>();
+    e->rows = L;
+    e->cols = 1;
+    e->row_ptr.assign(static_cast<std::size_t>(L + 1), 0);
+    return std::shared_ptr<const CsrMatrix>(std::move(e));
+  };
+  if (tokens.defined()) {
+    CMDR_CHECK(tokens.dim() == 2 && tokens.size(0) == grid * grid && tokens.size(1) == rgb_dim,
+               "compact_patches: rgb tokens ", tokens.str(), ", expected [", grid * grid, ", ",
+               rgb_dim, "]");
+    c.rgb_tokens = tokens.contiguous();
+    c.up = bilinear_operator_for(grid, S);
+  } else {
+    c.rgb_tokens = Tensor::zeros({1, rgb_dim});
+    c.up = empty_operator();
+  }
+  if (features.defined()) {
+    CMDR_CHECK(
+        features.dim() == 2 && features.size(0) == centers.size(0) && features.size(1) == xyz_dim,
+        "compact_patches: group features ", features.str(), " vs centers ", centers.str(),
+        " and xyz width ", xyz_dim);
+    c.group_features = features.contiguous();
+    c.xyz_op = std::make_shared<const CsrMatrix>(build_xyz_operator(points, pixel, centers, S));
+    // valid_mask of xyz_patch without forming it: only rows with operator entries can be
+    // non-zero, and those rows are formed to check (SPEC 4.3, see valid_mask).
+    std::vector<int64_t> cand;
+    for (int64_t p = 0; p < L; ++p) {
+      if (c.xyz_op->row_ptr[static_cast<std::size_t>(p + 1)] >
+          c.xyz_op->row_ptr[static_cast<std::size_t>(p)])
+        cand.push_back(p);
+    }
+    c.valid = Tensor::zeros({L});
+    if (!cand.empty()) {
+      const Tensor m = valid_mask(c.xyz_rows(cand));
+      for (std::size_t i = 0; i < cand.size(); ++i)
+        c.valid.data()[cand[i]] = m.data()[static_cast<int64_t>(i)];
+    }
+  } else {
+    c.group_features = Tensor::zeros({1, xyz_dim});
+    c.xyz_op = empty_operator();
+    c.valid = Tensor::zeros({L});
+  }
+  return c;
 }
 
 }  // namespace cmdr::models

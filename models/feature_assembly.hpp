@@ -8,9 +8,11 @@
 // The 3D path is linear in the group features: xyz_patch = P·G with P a sparse S²×G
 // operator (SPEC 10). build_xyz_operator() makes P explicit (CSR) for later restructurings.
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "engine/tensor.hpp"
+#include "ops/ops.hpp"
 
 namespace cmdr::models {
 
@@ -43,16 +45,8 @@ Tensor assemble_xyz(const Tensor& points, const std::vector<int64_t>& pixel, con
 // reads SPEC 4.3's "sums to exactly 0" as "is exactly 0").
 Tensor valid_mask(const Tensor& xyz_patch);
 
-// Compressed sparse rows, float values.
-struct CsrMatrix {
-  int64_t rows = 0, cols = 0;
-  std::vector<int64_t> row_ptr;  // [rows + 1]
-  std::vector<int32_t> col;      // ascending within a row
-  std::vector<float> val;
-  int64_t nnz() const { return static_cast<int64_t>(col.size()); }
-  // this [rows, cols] · dense [cols, C] -> [rows, C]
-  Tensor matmul(const Tensor& dense) const;
-};
+// Compressed sparse rows, float values (ops/sparse.cpp: products, row selection).
+using CsrMatrix = ops::CsrMatrix;
 
 // P [S², G] with xyz_patch = P · features (weights composed in float64, stored as float).
 CsrMatrix build_xyz_operator(const Tensor& points, const std::vector<int64_t>& pixel,
@@ -63,5 +57,33 @@ CsrMatrix build_xyz_operator(const Tensor& points, const std::vector<int64_t>& p
 // because a row of P has only a handful of centres (bench_extractors: ~4.3 per row).
 Tensor assemble_xyz_sparse(const Tensor& points, const std::vector<int64_t>& pixel,
                            const Tensor& centers, const Tensor& features, int64_t S);
+
+// The compact (SPEC 10) form of one sample's network inputs: rgb_patch = U·rgb_tokens and
+// xyz_patch = P·group_features with both operators explicit (CSR), so the networks' first
+// Linears run on the compact features and only the rows a loss or map needs are formed.
+// An absent modality is a zero feature row with an empty operator (its patch is all zero).
+struct CompactPatches {
+  int64_t side = 0;                         // S; 0 = no compact form
+  Tensor rgb_tokens;                        // [g², C2d] (or [1, C2d] zeros)
+  std::shared_ptr<const CsrMatrix> up;      // U [S², g²]
+  Tensor group_features;                    // [G, C3d] (or [1, C3d] zeros)
+  std::shared_ptr<const CsrMatrix> xyz_op;  // P [S², G]
+  Tensor valid;                             // [S²], as valid_mask(P·G)
+  bool defined() const { return side > 0; }
+  int64_t positions() const { return side * side; }
+  std::vector<int64_t> valid_rows() const;  // indices p with valid[p] != 0
+  // Rows of rgb_patch / xyz_patch (all S² rows for an empty list): U_rows·T, P_rows·G.
+  Tensor rgb_rows(const std::vector<int64_t>& rows = {}) const;
+  Tensor xyz_rows(const std::vector<int64_t>& rows = {}) const;
+};
+
+// U for g×g tokens -> S×S (shared: it only depends on g and S).
+std::shared_ptr<const CsrMatrix> bilinear_operator_for(int64_t grid, int64_t S);
+
+// Builds the compact form. tokens undefined = no rgb; features undefined = no geometry
+// (points, pixel and centers are then ignored). Widths for the absent modality's zero row.
+CompactPatches compact_patches(const Tensor& tokens, int64_t grid, const Tensor& points,
+                               const std::vector<int64_t>& pixel, const Tensor& centers,
+                               const Tensor& features, int64_t S, int64_t rgb_dim, int64_t xyz_dim);
 
 }  // namespace cmdr::models

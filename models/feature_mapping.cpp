@@ -4,6 +4,15 @@
 
 namespace cmdr::models {
 
+ag::Var linear_after_operator(ag::Linear& lin, const std::shared_ptr<const ops::CsrMatrix>& a,
+                              const ag::Var& x0) {
+  CMDR_CHECK(a != nullptr && x0.shape().size() == 2 && x0.shape()[0] == a->cols,
+             "linear_after_operator: x0 ", shape_str(x0.shape()), " vs operator [", a ? a->rows : 0,
+             ", ", a ? a->cols : 0, "]");
+  ag::Var h = ag::spmm(a, ag::linear(x0, lin.weight, ag::Var()));  // [n, out]
+  return lin.bias.defined() ? ag::add(h, lin.bias) : h;            // + b per row
+}
+
 FeatureMappingMLP::FeatureMappingMLP(int64_t in, int64_t out, Rng& init_rng, uint64_t dropout_seed,
                                      float p_drop)
     : in_dim(in),
@@ -37,6 +46,15 @@ ag::Var FeatureMappingMLP::forward(const ag::Var& x) {
   ag::Var h = ag::gelu(input.forward(x));  // [N, r]
   h = projection.forward(h);               // [N, r]
   return output.forward(h);                // [N, out]
+}
+
+ag::Var FeatureMappingMLP::forward_sparse(const std::shared_ptr<const ops::CsrMatrix>& a,
+                                          const ag::Var& x0) {
+  CMDR_CHECK(x0.shape().size() == 2 && x0.shape()[1] == in_dim, "FeatureMappingMLP: x0 ",
+             shape_str(x0.shape()), ": expected [K, ", in_dim, "]");
+  ag::Var h = ag::gelu(linear_after_operator(input, a, x0));  // [n, r]
+  h = projection.forward(h);                                  // [n, r]
+  return output.forward(h);                                   // [n, out]
 }
 
 }  // namespace cmdr::models

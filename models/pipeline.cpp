@@ -206,26 +206,28 @@ SampleFeatures extract_features(const Extractors& ex, const std::string& rgb_png
   return f;
 }
 
-Sample expand_features(const SampleFeatures& f, int64_t rgb_dim, int64_t xyz_dim, StageTimes* t) {
+Sample expand_features(const SampleFeatures& f, int64_t rgb_dim, int64_t xyz_dim, StageTimes* t,
+                       bool dense) {
   const int64_t t0 = now_ns();
   ProfileScope p("stage.assemble");
   const int64_t S = f.side, L = S * S;
-  Sample s;
   if (f.has_rgb) {
     CMDR_CHECK(f.rgb_tokens.size(1) == rgb_dim, "features: rgb tokens ", f.rgb_tokens.str(),
                " vs the model's rgb width ", rgb_dim);
-    s.rgb = assemble_rgb(f.rgb_tokens, f.grid, S);
-  } else {
-    s.rgb = Tensor::zeros({L, rgb_dim});
   }
   if (f.has_3d) {
     CMDR_CHECK(f.group_features.size(1) == xyz_dim, "features: group features ",
                f.group_features.str(), " vs the model's xyz width ", xyz_dim);
-    s.xyz = assemble_xyz(f.points, f.pixel, f.centers, f.group_features, S);
-    s.valid = valid_mask(s.xyz);
-  } else {
-    s.xyz = Tensor::zeros({L, xyz_dim});
-    s.valid = Tensor::zeros({L});
+  }
+  Sample s;
+  // The CSR operator form is the default 3D assembly (SPEC 10): xyz_patch = P·G.
+  s.compact =
+      compact_patches(f.has_rgb ? f.rgb_tokens : Tensor(), f.grid, f.points, f.pixel, f.centers,
+                      f.has_3d ? f.group_features : Tensor(), S, rgb_dim, xyz_dim);
+  if (dense) {
+    s.rgb = f.has_rgb ? assemble_rgb(f.rgb_tokens, f.grid, S) : Tensor::zeros({L, rgb_dim});
+    s.xyz = f.has_3d ? s.compact.xyz_rows() : Tensor::zeros({L, xyz_dim});
+    s.valid = s.compact.valid;
   }
   if (t) t->assemble += ms_since(t0);
   return s;
@@ -245,8 +247,8 @@ FeatureCache::Entry to_cache_entry(const SampleFeatures& f) {
   return e;
 }
 
-FeatureCache::Expand cache_expander(int64_t side, int64_t rgb_dim, int64_t xyz_dim) {
-  return [side, rgb_dim, xyz_dim](const FeatureCache::Entry& e) {
+FeatureCache::Expand cache_expander(int64_t side, int64_t rgb_dim, int64_t xyz_dim, bool dense) {
+  return [side, rgb_dim, xyz_dim, dense](const FeatureCache::Entry& e) {
     SampleFeatures f;
     f.side = side;
     auto it = e.find("rgb_tokens");
@@ -266,7 +268,7 @@ FeatureCache::Expand cache_expander(int64_t side, int64_t rgb_dim, int64_t xyz_d
       f.centers = e.at("centers");
       f.group_features = e.at("group_features");
     }
-    return expand_features(f, rgb_dim, xyz_dim);
+    return expand_features(f, rgb_dim, xyz_dim, nullptr, dense);
   };
 }
 

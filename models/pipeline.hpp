@@ -86,13 +86,17 @@ SampleFeatures extract_features(const Extractors& ex, const std::string& rgb_png
                                 bool keep_inputs = false);
 
 // Compact form -> networks' inputs (SPEC 4.3). Missing modalities become zeros (valid all
-// zero when there is no 3D). t->assemble receives the time when given.
+// zero when there is no 3D). t->assemble receives the time when given. Sample.compact
+// always holds the operator form (U, P as CSR: SPEC 10); dense = true also forms
+// rgb_patch (bilinear upsampling) and xyz_patch (= P·G, the sparse assembly) as [S², C].
 Sample expand_features(const SampleFeatures& f, int64_t rgb_dim, int64_t xyz_dim,
-                       StageTimes* t = nullptr);
+                       StageTimes* t = nullptr, bool dense = true);
 
 // The same as a FeatureCache entry (tensors only; pixel indices stored as exact floats)
 // and its expand function.
 FeatureCache::Entry to_cache_entry(const SampleFeatures& f);
-FeatureCache::Expand cache_expander(int64_t side, int64_t rgb_dim, int64_t xyz_dim);
+// dense = false: only Sample.compact (what training needs; no [S², C] patches per step).
+FeatureCache::Expand cache_expander(int64_t side, int64_t rgb_dim, int64_t xyz_dim,
+                                    bool dense = true);
 
 }  // namespace cmdr::models

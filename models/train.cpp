@@ -134,7 +134,9 @@ std::vector<EpochStats> train(Cmdr& model, const FeatureCache& data, const Train
     const std::vector<int64_t> order = epoch_order(n, opt.seed, epoch, opt.shuffle);
     for (int64_t k = 0; k < n && done < total_steps; ++k) {
       const Sample s = data.get(order[static_cast<std::size_t>(k)]);
-      const StepResult r = model.train_step(s.rgb, s.xyz, s.valid);
+      // The restructured (SPEC 10) step when the cache holds the compact form.
+      const StepResult r = s.compact.defined() ? model.train_step(s.compact)
+                                               : model.train_step(s.rgb, s.xyz, s.valid);
       ++done;
       ++es.steps;
       for (int j = 0; j < 4; ++j) {

@@ -11,13 +11,17 @@
 #include <vector>
 
 #include "models/cmdr.hpp"
+#include "models/feature_assembly.hpp"
 
 namespace cmdr::models {
 
 // One training sample as the networks see it (SPEC 4.3): rgb_patch [S², 768],
-// xyz_patch [S², 1152], valid [S²].
+// xyz_patch [S², 1152], valid [S²] (dense; undefined when only the compact form was
+// asked for), and/or the compact form (SPEC 10: tokens + U, group features + P), which
+// train() and the workflow's inference use whenever it is defined.
 struct Sample {
   Tensor rgb, xyz, valid;
+  CompactPatches compact;
 };
 
 // Per-sample cache of named tensors (whatever the producer considers the compact form of

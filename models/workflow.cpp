@@ -192,7 +192,8 @@ ScoredSample score_features(Cmdr& model, SampleFeatures f, const std::string& rg
   r.features = std::move(f);
   r.t = r.features.t;
   r.warning = r.features.warning;
-  Sample s = expand_features(r.features, c.rgb_dim, c.xyz_dim, &r.t);
+  // Compact (SPEC 10) form for the networks; the dense patches only for the dump.
+  Sample s = expand_features(r.features, c.rgb_dim, c.xyz_dim, &r.t, keep_expanded);
   Mode use = mode;
   if (!r.features.has_3d && mode_needs_xyz(mode)) {
     CMDR_CHECK(model.has(kDec2D), "sample '", xyz, "': no usable geometry and the ",
@@ -208,7 +209,9 @@ ScoredSample score_features(Cmdr& model, SampleFeatures f, const std::string& rg
   int64_t t0 = now_ns();
   {
     ProfileScope p("stage.networks+fusion");
-    r.out = model.infer(s.rgb, s.xyz, s.valid, use);
+    // Restructured networks; valid rows only, except for the dump (every row, so that
+    // mapped_* / recon_2d match the literal computation at invalid rows too).
+    r.out = model.infer(s.compact, use, /*all_rows=*/keep_expanded);
   }
   r.t.networks += ms_since(t0);
   r.mode_used = r.out.fusion.mode_used;
@@ -383,7 +386,7 @@ TrainReport train_class(const TrainJob& job, const Extractors& ex) {
       (fs::path(job.out).parent_path().empty() ? fs::path(".") : fs::path(job.out).parent_path()) /
       ".cmdr-feature-cache";
   FeatureCache cache(job.cache_budget_mb << 20, spill,
-                     cache_expander(job.side, cfg.rgb_dim, cfg.xyz_dim));
+                     cache_expander(job.side, cfg.rgb_dim, cfg.xyz_dim, /*dense=*/false));
   const int64_t n = static_cast<int64_t>(cs.train.size());
   for (int64_t i = 0; i < n; ++i) {
     const io::Sample& s = cs.train[static_cast<std::size_t>(i)];

@@ -39,6 +39,8 @@ constexpr std::array<const char*, static_cast<std::size_t>(Op::kCount)> kNames =
     "resize_nearest2d",
     "index_select",
     "index_add",
+    "spmm",
+    "dense_spmm",
 };
 // Every slot filled: a new enum entry without a name fails to compile here.
 constexpr bool all_named() {

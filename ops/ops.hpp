@@ -58,6 +58,8 @@ enum class Op : int {
   ResizeNearest2d,
   IndexSelect,
   IndexAdd,
+  Spmm,
+  DenseSpmm,
   kCount
 };
 const char* op_name(Op op);  // "linear", "matmul", ... (table in ops/op_table.cpp)
@@ -249,5 +251,34 @@ Tensor index_select_forward(const Tensor& x, const std::vector<int64_t>& idx);
 Tensor index_add_forward(const Tensor& src, const std::vector<int64_t>& idx, int64_t n_rows);
 Tensor index_select_backward(const Tensor& dy, const std::vector<int64_t>& idx, int64_t n_rows);
 Tensor index_add_backward(const Tensor& dy, const std::vector<int64_t>& idx);
+
+// ---- constant sparse operators (CSR), SPEC 10 (ops/sparse.cpp) ---------------------------------
+// A fixed linear operator (bilinear upsampling U, the 3D assembly P of SPEC 4.3): no gradient
+// flows into it. Every product accumulates each output element in a fixed order
+// (deterministic for any thread count).
+struct CsrMatrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<int64_t> row_ptr;  // [rows + 1]
+  std::vector<int32_t> col;      // ascending within a row
+  std::vector<float> val;
+  int64_t nnz() const { return static_cast<int64_t>(col.size()); }
+  // this [rows, cols] · dense [cols, C] -> [rows, C] (= spmm_forward)
+  Tensor matmul(const Tensor& dense) const;
+  // The given rows, in the given order (row selection composes with the operator).
+  CsrMatrix select_rows(const std::vector<int64_t>& idx) const;
+  CsrMatrix transpose() const;
+  Tensor to_dense() const;  // [rows, cols] (tests)
+  void check() const;       // structure valid, else Error
+};
+// Bilinear upsampling (align_corners = false, the taps of upsample_bilinear2d) of an
+// in_h×in_w grid to out_h×out_w as an operator [out_h·out_w, in_h·in_w] on row-major grids;
+// ≤ 4 entries per row, summing to 1 (up to float rounding).
+CsrMatrix bilinear_operator(int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w);
+// spmm: y = A·x, A [R, K] CSR, x [K, C] -> [R, C]; backward dx = Aᵀ·dy [K, C].
+Tensor spmm_forward(const CsrMatrix& a, const Tensor& x);
+Tensor spmm_backward(const CsrMatrix& a, const Tensor& dy);
+// dense_spmm: y = x·A, x [M, R] dense, A [R, K] CSR -> [M, K]; backward dx = dy·Aᵀ [M, R].
+Tensor dense_spmm_forward(const Tensor& x, const CsrMatrix& a);
+Tensor dense_spmm_backward(const Tensor& dy, const CsrMatrix& a);
 
 }  // namespace cmdr::ops

@@ -3,3 +3,4 @@
 // signatures as the optimised ones in ops.hpp. Tests compare the two on odd shapes.
 #include "ops/reference_dense.hpp"
 #include "ops/reference_pointwise.hpp"
+#include "ops/reference_sparse.hpp"
