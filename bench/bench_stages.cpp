@@ -177,10 +177,6 @@ struct Ctx {
   SampleFeatures feats;  // compact features of the sample
   Sample sample;         // expanded
   std::vector<int64_t> valid_rows;
-  ~Ctx() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
 };
 
 Ctx& ctx() {
@@ -190,6 +186,12 @@ Ctx& ctx() {
     x->precision = set_precision();
     x->dir = fs::temp_directory_path() / ("cmdr_bench_stages_" + std::to_string(::getpid()));
     fs::create_directories(x->dir);
+    // The context lives until exit (benchmarks share it); its folder goes at exit.
+    static std::string dir_to_remove = x->dir.string();
+    std::atexit([] {
+      std::error_code ec;
+      fs::remove_all(dir_to_remove, ec);
+    });
     const io::SynthSample s = io::synth_sample(0, "good", 7, 256);
     x->rgb_png = (x->dir / "rgb.png").string();
     x->xyz_tiff = (x->dir / "xyz.tiff").string();
