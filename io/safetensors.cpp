@@ -1,6 +1,8 @@
 #include "io/safetensors.hpp"
 
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,15 +13,72 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <sstream>
 
 #include "engine/error.hpp"
+#include "io/sha256.hpp"
 
 namespace cmdr::st {
 namespace {
+
+// ---- Guarded reads of the mapping ----
+// A mapped file can shrink afterwards (another process truncates or rewrites it in place);
+// reading a mapped page past the new end raises SIGBUS. Every read of mapped bytes done by
+// this reader (header copy, tensor copies and conversions, hashing) runs inside guarded():
+// a SIGBUS on this thread, inside the guarded call, at an address inside the range being
+// read, jumps back out (siglongjmp) and becomes a cmdr::Error naming the file. Any other
+// SIGBUS goes to the handler that was installed before ours (or the default action). The
+// guarded bodies are plain loops over trivially destructible objects (nothing to unwind).
+thread_local sigjmp_buf* t_jmp = nullptr;
+thread_local const uint8_t* t_lo = nullptr;
+thread_local const uint8_t* t_hi = nullptr;
+struct sigaction g_prev_sigbus {};
+
+void on_sigbus(int sig, siginfo_t* si, void* ctx) {
+  const auto* a = static_cast<const uint8_t*>(si->si_addr);
+  if (t_jmp && a >= t_lo && a < t_hi) siglongjmp(*t_jmp, 1);
+  if (g_prev_sigbus.sa_flags & SA_SIGINFO) {
+    g_prev_sigbus.sa_sigaction(sig, si, ctx);
+  } else if (g_prev_sigbus.sa_handler != SIG_DFL && g_prev_sigbus.sa_handler != SIG_IGN) {
+    g_prev_sigbus.sa_handler(sig);
+  } else {
+    // Default action: restore it; returning re-runs the faulting access, which then
+    // terminates the process as it would have without this handler.
+    ::signal(sig, SIG_DFL);
+  }
+}
+
+void install_sigbus_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGBUS, &sa, &g_prev_sigbus);
+  });
+}
+
+// Runs body() with reads of [lo, lo + n) guarded; false if one of them hit SIGBUS.
+template <typename Body>
+bool guarded(const uint8_t* lo, std::size_t n, Body&& body) {
+  sigjmp_buf env;
+  sigjmp_buf* const prev = t_jmp;
+  const uint8_t* const prev_lo = t_lo;
+  const uint8_t* const prev_hi = t_hi;
+  if (sigsetjmp(env, 1) != 0) {
+    t_jmp = prev, t_lo = prev_lo, t_hi = prev_hi;
+    return false;
+  }
+  t_lo = lo, t_hi = lo + n, t_jmp = &env;
+  body();
+  t_jmp = prev, t_lo = prev_lo, t_hi = prev_hi;
+  return true;
+}
 
 constexpr uint64_t kMaxHeader = 100'000'000;  // WEIGHTS.md: header length <= 100,000,000
 
@@ -421,12 +480,15 @@ File::File(const std::string& path) : path_(path) {
     fail("safetensors '", path, "': file is ", size_,
          " bytes, shorter than the 8-byte header length");
   }
+  install_sigbus_handler();  // before the first read of the mapping
   void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_errno = errno;
   ::close(fd);
   CMDR_CHECK(m != MAP_FAILED, "safetensors '", path, "': mmap failed (", std::strerror(map_errno),
              ")");
   auto mapping = std::make_shared<const Mapping>(m, size_);
+  // The weights are read front to back once (hash, then tensor copies).
+  (void)::madvise(m, size_, MADV_SEQUENTIAL);
   base_ = static_cast<const uint8_t*>(m);
   owner_ = mapping;
   parse();
@@ -448,13 +510,20 @@ File File::from_bytes(const std::string& label, const uint8_t* bytes, std::size_
 void File::parse() {
   const std::string& path = path_;
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(base_[i]) << (8 * i);
+  check_read(guarded(base_, 8, [&] {
+    for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(base_[i]) << (8 * i);
+  }));
   CMDR_CHECK(n <= kMaxHeader, "safetensors '", path, "': header length ", n,
              " exceeds the limit of ", kMaxHeader, " bytes");
   CMDR_CHECK(n <= size_ - 8, "safetensors '", path, "': header length ", n,
              " runs past the end of the file (", size_, " bytes)");
   header_len_ = n;
-  const char* h = reinterpret_cast<const char*>(base_ + 8);
+  // The header is validated and parsed from a private copy (the mapping may change).
+  std::string header(n, '\0');
+  check_read(guarded(base_ + 8, n, [&] {
+    if (n) std::memcpy(header.data(), base_ + 8, n);
+  }));
+  const char* h = header.data();
   std::size_t bad = 0;
   CMDR_CHECK(valid_utf8(h, n, &bad), "safetensors '", path,
              "': header is not valid UTF-8 (bad byte at header offset ", bad, ")");
@@ -509,6 +578,18 @@ void File::parse() {
   for (std::size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
 }
 
+void File::check_read(bool ok) const {
+  CMDR_CHECK(ok, "safetensors '", path_, "': the file shrank after it was opened (", size_,
+             " bytes when mapped; read past its current end: truncated or rewritten ",
+             "in place while in use?)");
+}
+
+std::string File::sha256_hex() const {
+  Sha256 h;
+  check_read(guarded(base_, size_, [&] { h.update(base_, size_); }));
+  return h.hex_digest();
+}
+
 bool File::has(const std::string& name) const {
   return index_.count(name) != 0;
 }
@@ -523,16 +604,11 @@ const uint8_t* File::raw(const std::string& name) const {
   return data_ + info(name).begin;
 }
 
-Tensor File::get(const std::string& name, bool convert) const {
-  const TensorInfo& ti = info(name);
-  CMDR_CHECK(ti.dtype == DType::F32 || convert, "safetensors '", path_, "': tensor '", name,
-             "' is ", dtype_name(ti.dtype), ", expected F32 (conversion not requested)");
-  Tensor t = Tensor::empty(ti.shape);
-  float* out = t.data();
-  const uint8_t* p = data_ + ti.begin;
-  const int64_t n = t.numel();
+namespace {
+// n elements of `dtype` at p (possibly unaligned) -> float32 out.
+void to_f32(DType dtype, const uint8_t* p, float* out, int64_t n) {
   // memcpy element loads: the data may be unaligned (readers must accept unaligned files).
-  switch (ti.dtype) {
+  switch (dtype) {
     case DType::F32:
       if (n) std::memcpy(out, p, static_cast<std::size_t>(n) * 4);
       break;
@@ -589,6 +665,18 @@ Tensor File::get(const std::string& name, bool convert) const {
       for (int64_t i = 0; i < n; ++i) out[i] = p[i] ? 1.0f : 0.0f;
       break;
   }
+}
+}  // namespace
+
+Tensor File::get(const std::string& name, bool convert) const {
+  const TensorInfo& ti = info(name);
+  CMDR_CHECK(ti.dtype == DType::F32 || convert, "safetensors '", path_, "': tensor '", name,
+             "' is ", dtype_name(ti.dtype), ", expected F32 (conversion not requested)");
+  Tensor t = Tensor::empty(ti.shape);
+  float* out = t.data();
+  const uint8_t* p = data_ + ti.begin;
+  const int64_t n = t.numel();
+  check_read(guarded(p, ti.nbytes(), [&] { to_f32(ti.dtype, p, out, n); }));
   return t;
 }
 
@@ -612,7 +700,9 @@ F32View File::view_f32(const std::string& name) const {
     v.in_place_ = true;
   } else {
     auto copy = std::make_shared<std::vector<float>>(ti.nbytes() / 4);
-    if (!copy->empty()) std::memcpy(copy->data(), p, ti.nbytes());
+    check_read(guarded(p, ti.nbytes(), [&] {
+      if (!copy->empty()) std::memcpy(copy->data(), p, ti.nbytes());
+    }));
     v.data_ = copy->data();
     v.owner_ = std::move(copy);
     v.in_place_ = false;
@@ -634,15 +724,17 @@ std::vector<int64_t> File::get_i64(const std::string& name) const {
   const int64_t n = shape_numel(ti.shape);
   std::vector<int64_t> out(static_cast<std::size_t>(n));
   const uint8_t* p = data_ + ti.begin;
-  for (int64_t i = 0; i < n; ++i) {
-    if (ti.dtype == DType::I64) {
-      std::memcpy(&out[i], p + 8 * i, 8);
-    } else {
-      int32_t v;
-      std::memcpy(&v, p + 4 * i, 4);
-      out[i] = v;
+  check_read(guarded(p, ti.nbytes(), [&] {
+    for (int64_t i = 0; i < n; ++i) {
+      if (ti.dtype == DType::I64) {
+        std::memcpy(&out[i], p + 8 * i, 8);
+      } else {
+        int32_t v;
+        std::memcpy(&v, p + 4 * i, 4);
+        out[i] = v;
+      }
     }
-  }
+  }));
   return out;
 }
 

@@ -14,6 +14,11 @@
 //     is computed with overflow checks and equals end - begin;
 //   - sorted by offset the tensors tile the data buffer exactly: first at 0, each starting
 //     where the previous one ended (no gap, no overlap), the last ending at the file's end.
+// A file that shrinks after it was mapped (truncated or rewritten in place by someone else)
+// does not crash the reader: its reads of the mapping (header, get(), get_i64(), copied
+// views, sha256_hex()) turn the SIGBUS into a cmdr::Error naming the file ("shrank after it
+// was opened"). In-place F32 views are read by the caller, unguarded: use get() for files
+// that may change under you.
 // Tensors come back as float32 cmdr::Tensor copies (F16/BF16/F64/integers converted on
 // request), as zero-copy float views (F32View, aligned F32 data in place, unaligned copied)
 // or as raw bytes.
@@ -100,10 +105,14 @@ class File {
   // data is copied (the view owns the copy); other dtypes are an error (use get(convert)).
   F32View view_f32(const std::string& name) const;
   std::vector<int64_t> get_i64(const std::string& name) const;  // I64/I32 tensor as int64
+  // SHA-256 of the whole file as mapped (the bytes this File parsed and returns), lowercase
+  // hex; the same as sha256_file_hex(path) for an unchanged file, one pass, no re-open.
+  std::string sha256_hex() const;
 
  private:
   File() = default;
   void parse();
+  void check_read(bool ok) const;  // throws the "file shrank" error unless ok
 
   std::string path_;
   std::shared_ptr<const void> owner_;  // the mapping (or the in-memory copy)

@@ -7,7 +7,6 @@
 #include "engine/error.hpp"
 #include "engine/profiler.hpp"
 #include "io/image.hpp"
-#include "io/sha256.hpp"
 #include "io/tiff.hpp"
 #include "io/transforms.hpp"
 #include "models/feature_assembly.hpp"
@@ -126,7 +125,7 @@ Extractors load_extractors(const std::string& rgb_weights, const std::string& xy
     ex.random |= r.random_weights;
     if (!quiet && !r.note().empty()) std::cerr << "extractors: " << r.note() << "\n";
     ex.rgb_path = rgb_weights;
-    ex.rgb_sha256 = sha256_file_hex(rgb_weights);
+    ex.rgb_sha256 = f.sha256_hex();  // the bytes just loaded, from the same mapping
   }
   if (!xyz_weights.empty()) {
     st::File f(xyz_weights);
@@ -135,7 +134,7 @@ Extractors load_extractors(const std::string& rgb_weights, const std::string& xy
     ex.random |= r.random_weights;
     if (!quiet && !r.note().empty()) std::cerr << "extractors: " << r.note() << "\n";
     ex.xyz_path = xyz_weights;
-    ex.xyz_sha256 = sha256_file_hex(xyz_weights);
+    ex.xyz_sha256 = f.sha256_hex();
   }
   return ex;
 }
