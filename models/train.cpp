@@ -73,8 +73,7 @@ FeatureCache::~FeatureCache() {
   }
   if (lock_fd_ >= 0) {
     std::filesystem::remove(lock_path_, ec);
-    ::close(lock_fd_);                  // releases the flock
-    std::filesystem::remove(dir_, ec);  // only when empty (another run may share it)
+    ::close(lock_fd_);  // releases the flock
   }
 }
 
@@ -157,8 +156,9 @@ bool locked(const std::string& path) {
 }
 
 std::string mib(int64_t b) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(b) / (1024.0 * 1024.0));
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB = %lld bytes",
+                static_cast<double>(b) / (1024.0 * 1024.0), static_cast<long long>(b));
   return buf;
 }
 
