@@ -29,6 +29,10 @@ void add_synth(CLI::App& root) {
   cmd->add_option("--test-defect", opt->test_defect,
                   "defective test samples per class (spread over the 6 defect types)")
       ->check(CLI::Range(0, 100000));
+  cmd->add_flag("--thin-rod", opt->thin_rod,
+                "every class a thin rod (17 mm diameter, 100 mm long; issue 9 item 6)");
+  cmd->add_flag("--remove-plane", opt->remove_plane,
+                "zero the support plane in the clouds (points < 5 mm above it), as preprocess");
   cmd->add_flag("--force", opt->force, "write into a non-empty --out (replaces those classes)");
   // --seed is the global option (root has fallthrough, so `synth --seed K` works).
   cmd->callback([opt, out] {

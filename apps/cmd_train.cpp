@@ -48,9 +48,13 @@ models::TrainReport run_train_job(models::TrainJob job, const ExtractorArgs& exa
   std::string rgb = exa.rgb_weights, xyz = exa.xyz_weights;
   const bool need_rgb = models::mode_needs_rgb(job.mode),
              need_xyz = models::mode_needs_xyz(job.mode);
+  models::StaleCleanup cleaned;
   if (random_extractors) {
     CMDR_CHECK(rgb.empty() && xyz.empty(),
                "train: --random-extractors and --rgb-weights/--xyz-weights are exclusive");
+    // The ~430 MB of random weights are written only for a job that can run (class present,
+    // --out writable, resume rules; issue 9 item 5).
+    cleaned = models::preflight_train(job);
     const fs::path dir =
         (fs::path(job.out).parent_path().empty() ? fs::path(".")
                                                  : fs::path(job.out).parent_path()) /
@@ -74,14 +78,20 @@ models::TrainReport run_train_job(models::TrainJob job, const ExtractorArgs& exa
   const models::Extractors ex =
       models::load_extractors(need_rgb ? rgb : "", need_xyz ? xyz : "", eo, job.quiet);
   profile_begin(profile);
-  models::TrainReport r = models::train_class(job, ex);
+  models::TrainReport r = models::train_class(job, ex, &cleaned);
   profile_end(profile, job.out + ".trace.json");
   // Summary on stdout.
   std::cout << "checkpoint: " << r.checkpoint << "\n"
             << "class " << job.cls << ", mode " << models::mode_name(job.mode)
             << ", S = " << job.side << ", " << r.samples << " samples (" << r.skipped
-            << " unreadable, " << r.no_geometry << " without geometry skipped), epochs "
-            << r.meta.epochs << ", steps " << r.meta.steps << "\n";
+            << " unreadable, " << r.no_geometry << " without geometry skipped, " << r.scaled_groups
+            << " with fewer Point-MAE groups), epochs " << r.meta.epochs << ", steps "
+            << r.meta.steps << "\n";
+  if (!r.resume_note.empty()) std::cout << "resume: " << r.resume_note << "\n";
+  if (!r.cleanup.removed.empty()) {
+    std::cout << "cleanup: removed " << r.cleanup.removed.size()
+              << " stale file(s) of interrupted runs (" << r.cleanup.bytes << " bytes)\n";
+  }
   std::cout << "feature cache: " << (r.cache_bytes_memory >> 20) << " MiB in memory, "
             << (r.cache_bytes_disk >> 20) << " MiB on disk; features " << f4(r.feature_seconds)
             << " s, training " << f4(r.train_seconds) << " s, calibration "

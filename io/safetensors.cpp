@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -846,6 +847,29 @@ bool write_all(int fd, const uint8_t* p, std::size_t n) {
 }
 }  // namespace
 
+std::string temp_path(const std::string& path, long pid, uint64_t random) {
+  return path + ".tmp." + std::to_string(pid) + "." + std::to_string(random);
+}
+
+long temp_file_pid(const std::string& filename) {
+  const std::size_t slash = filename.find_last_of('/');
+  const std::string name = slash == std::string::npos ? filename : filename.substr(slash + 1);
+  // "<non-empty>.tmp.<digits>.<digits>", digits only, nothing after.
+  const std::size_t dot2 = name.find_last_of('.');
+  if (dot2 == std::string::npos || dot2 + 1 >= name.size()) return -1;
+  const std::size_t dot1 = name.find_last_of('.', dot2 - 1);
+  if (dot1 == std::string::npos || dot1 + 1 >= dot2 || dot1 < 5) return -1;
+  if (name.compare(dot1 - 4, 5, ".tmp.") != 0 || dot1 - 4 == 0) return -1;
+  auto digits = [&](std::size_t a, std::size_t b) {
+    if (b - a > 18) return false;
+    for (std::size_t i = a; i < b; ++i)
+      if (name[i] < '0' || name[i] > '9') return false;
+    return true;
+  };
+  if (!digits(dot1 + 1, dot2) || !digits(dot2 + 1, name.size())) return -1;
+  return std::stol(name.substr(dot1 + 1, dot2 - dot1 - 1));
+}
+
 void Writer::write(const std::string& path) const {
   const std::string h = header();
   const std::size_t slash = path.find_last_of('/');
@@ -857,13 +881,16 @@ void Writer::write(const std::string& path) const {
   std::string tmp;
   int fd = -1;
   for (int attempt = 0; attempt < 16 && fd < 0; ++attempt) {
-    tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd());
+    tmp = temp_path(path, static_cast<long>(::getpid()), rd());
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 && errno != EEXIST)
       fail("safetensors writer '", path, "': cannot create temporary file '", tmp, "' (",
            std::strerror(errno), ")");
   }
   CMDR_CHECK(fd >= 0, "safetensors writer '", path, "': cannot create a temporary file");
+  // Held until close: a cleaner that cannot take this lock leaves the file alone. A fresh
+  // O_EXCL file has no other holder; a file system without flock just skips the hint.
+  (void)::flock(fd, LOCK_EX | LOCK_NB);
 
   auto abandon = [&](const char* step) {
     const int e = errno;

@@ -141,9 +141,11 @@ class Writer {
   void set_metadata(const std::string& key, const std::string& value);
   // The complete file as bytes (same layout write() produces).
   std::vector<uint8_t> serialize() const;
-  // Writes to a temporary file next to `path`, fsyncs it and renames it over `path` (then
-  // fsyncs the directory). On any failure the temporary file is removed, `path` keeps its
-  // previous content, and a cmdr::Error names the path and the failing step.
+  // Writes to a temporary file next to `path` (temp_path(), flock'ed while it is written so
+  // a stale-file cleaner can tell a live write from a dead one), fsyncs it and renames it
+  // over `path` (then fsyncs the directory). On any failure the temporary file is removed,
+  // `path` keeps its previous content, and a cmdr::Error names the path and the failing step.
+  // A process killed mid-write leaves the temporary file behind (see temp_file_pid).
   void write(const std::string& path) const;
 
  private:
@@ -152,6 +154,12 @@ class Writer {
   std::map<std::string, WriteEntry> entries_;
   std::map<std::string, std::string> metadata_;
 };
+
+// The writer's temporary-file naming: "<path>.tmp.<pid>.<random decimal>".
+std::string temp_path(const std::string& path, long pid, uint64_t random);
+// The writing process's PID when `filename` (a name or a path) is such a temporary file,
+// else -1 (so a cleaner only ever considers our own temporary files).
+long temp_file_pid(const std::string& filename);
 
 // Strict UTF-8 check (no overlong forms, no surrogates, <= U+10FFFF). On failure
 // *bad_offset is the offset of the first offending byte.

@@ -235,8 +235,8 @@ std::string synth_class_name(int k) {
   return n;
 }
 
-SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, int size,
-                         int height) {
+SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, int size, int height,
+                         bool thin_rod, bool remove_plane) {
   const int W = size, H = height > 0 ? height : size;
   CMDR_CHECK(W >= 16 && H >= 16, "synth: image ", W, "x", H, " is too small (at least 16x16)");
   CMDR_CHECK(cls >= 0, "synth: class index ", cls);
@@ -244,7 +244,15 @@ SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, i
   CMDR_CHECK(defect.empty() || std::find(synth_defect_types().begin(), synth_defect_types().end(),
                                          defect) != synth_defect_types().end(),
              "synth: unknown defect type '", defect_in, "'");
-  const ClassStyle s = class_style(cls);
+  ClassStyle s = class_style(cls);
+  if (thin_rod) {
+    // A lying rod of 17 mm diameter, 100 mm long with hemispherical ends (issue 9 item 6):
+    // at S = 56 of a 400-px scan it covers a few hundred valid positions.
+    s.shape = Shape::Cylinder;
+    s.a = 0.050;
+    s.b = 0.0085;
+    s.height = 0.0085;
+  }
   Rng rng(seed);
   // Camera and scene (SPEC 1 units: metres; z = distance along the optical axis).
   // Focal length from the shorter side: the object stays in view on non-square images.
@@ -263,6 +271,7 @@ SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, i
 
   const int64_t N = int64_t(W) * H;
   std::vector<double> zshade(static_cast<size_t>(N)), zgeo(static_cast<size_t>(N));
+  std::vector<double> above(static_cast<size_t>(N));  // height above the support plane
   std::vector<std::array<double, 3>> albedo(static_cast<size_t>(N));
   SynthSample out;
   out.gt = Image8(W, H, 1, 0);
@@ -282,6 +291,7 @@ SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, i
       if (hb > 0) e = defect_effect(d, lx, ly);
       const double hd = std::max(0.0, hb + e.dh * scale);
       zgeo[size_t(i)] = zp - hd;
+      above[size_t(i)] = hd;
       zshade[size_t(i)] = zp - (geometry_shades ? hd : hb);
       std::array<double, 3> col;
       if (hb > 0) {
@@ -340,7 +350,9 @@ SynthSample synth_sample(int cls, const std::string& defect_in, uint64_t seed, i
       // Both draws always happen, so the noise stream (and the rgb noise of later pixels)
       // does not depend on the geometry: a geometry-only defect leaves rgb bit-identical.
       const double r1 = noise.uniform01(), r2 = noise.uniform01();
-      const bool drop = r1 < 0.003 || (steep && r2 < 0.5);
+      // remove_plane: SPEC 2's plane removal (points within remove_threshold = 5 mm).
+      const bool drop =
+          r1 < 0.003 || (steep && r2 < 0.5) || (remove_plane && above[size_t(i)] < 0.005);
       float* q = xyz + i * 3;
       if (drop) {
         q[0] = q[1] = q[2] = 0.0f;
@@ -410,7 +422,8 @@ SynthSummary synth_dataset(const std::string& out, const SynthOptions& opt) {
   for (int64_t t = 0; t < int64_t(tasks.size()); ++t) {
     const Task& task = tasks[size_t(t)];
     try {
-      const SynthSample s = synth_sample(task.cls, task.defect, task.seed, opt.size, opt.height);
+      const SynthSample s = synth_sample(task.cls, task.defect, task.seed, opt.size, opt.height,
+                                         opt.thin_rod, opt.remove_plane);
       char stem[16];
       std::snprintf(stem, sizeof stem, "%03d", task.index);
       const fs::path dir = fs::path(out) / synth_class_name(task.cls) / task.split / task.defect;

@@ -25,6 +25,11 @@ struct SynthOptions {
   int test_good = 5;
   int test_defect = 12;  // per class, spread round-robin over the defect types
   uint64_t seed = 0;
+  // Issue 9 item 6 (held-out thin objects): every class is a thin rod (Ø 17 mm, 100 mm long)
+  // instead of its shape, and/or the support plane is removed from the clouds (every point
+  // less than 5 mm above it zeroed, as `preprocess` does with remove_threshold 0.005).
+  bool thin_rod = false;
+  bool remove_plane = false;
   bool force = false;  // allow a non-empty output folder (replaces the classes written)
   bool quiet = true;
 };
@@ -42,7 +47,7 @@ struct SynthSample {
 // One sample: class k, defect "good" or a type of synth_defect_types(), from its own seed.
 // width = size, height (0: square).
 SynthSample synth_sample(int cls, const std::string& defect, uint64_t seed, int size,
-                         int height = 0);
+                         int height = 0, bool thin_rod = false, bool remove_plane = false);
 
 struct SynthSummary {
   int64_t files = 0;

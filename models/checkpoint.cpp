@@ -143,7 +143,8 @@ void save_checkpoint(const std::string& path, Cmdr& model, const CheckpointMeta&
   w.set_metadata("cmdr.extractor",
                  nlohmann::json{{"num_group", meta.extractor.num_group},
                                 {"group_size", meta.extractor.group_size},
-                                {"bn_running_stats", meta.extractor.bn_running_stats}}
+                                {"bn_running_stats", meta.extractor.bn_running_stats},
+                                {"scale_groups", meta.extractor.scale_groups}}
                      .dump());
   CmdrConfig c = model.config();
   w.set_metadata("cmdr.config", config_to_json(c).dump());
@@ -203,6 +204,9 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const LoadOptions& opt
       m.extractor.num_group = ej.at("num_group");
       m.extractor.group_size = ej.at("group_size");
       m.extractor.bn_running_stats = ej.at("bn_running_stats");
+      // Absent in checkpoints written before the small-cloud rule (issue 9 item 6): they
+      // keep the 2D fallback their training used.
+      m.extractor.scale_groups = ej.value("scale_groups", false);
       m.config = config_from_json(nlohmann::json::parse(meta_req(md, "cmdr.config", path)), path);
       const std::string ft = meta_opt(md, "cmdr.fallback_thresholds");
       if (!ft.empty()) {

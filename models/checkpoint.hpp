@@ -10,7 +10,8 @@
 //            (JSON {"2d": t, "3d": t}: per fallback mode of a 2d3d model), "cmdr.map_scale",
 //            "cmdr.rgb_sha256" / "cmdr.xyz_sha256" (SHA-256 of the extractor weight files),
 //            "cmdr.rgb_weights" / "cmdr.xyz_weights" (their paths at training time, a hint),
-//            "cmdr.extractor" (JSON: Point-MAE groups / group size / BatchNorm variant),
+//            "cmdr.extractor" (JSON: Point-MAE groups / group size / BatchNorm variant /
+//            scale_groups, the small-cloud rule; absent = false),
 //            "cmdr.config" (JSON: the network widths), "cmdr.version" (CMDR_VERSION).
 // Written atomically (st::Writer: temp file + fsync + rename): an interrupted write never
 // leaves a truncated checkpoint. A "bare" state dict (the four prefixes, no cmdr.* metadata,

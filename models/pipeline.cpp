@@ -173,20 +173,21 @@ SampleFeatures extract_features(const Extractors& ex, const std::string& rgb_png
     ValidPoints vp = valid_points(pc);
     f.t.transform += ms_since(t0);
     f.n_valid_points = vp.xyz.size(0);
-    // Point-MAE needs num_group distinct FPS centres and group_size neighbours each.
-    const int64_t need = std::max(ex.pmae->cfg.group_size, ex.pmae->cfg.num_group);
-    if (f.n_valid_points < need) {
-      f.warning = "'" + xyz_tiff + "' has only " + std::to_string(f.n_valid_points) +
-                  " valid points at " + std::to_string(side) + "×" + std::to_string(side) +
-                  ", fewer than Point-MAE needs (" + std::to_string(ex.pmae->cfg.num_group) +
-                  " centres, groups of " + std::to_string(ex.pmae->cfg.group_size) +
-                  "): no 3D features, 2D fallback";
+    // Point-MAE needs G distinct FPS centres and K neighbours each: the configured SPEC 4.2
+    // grouping when the cloud has the points, else the small-cloud rule (point_mae_grouping).
+    const PointMaeGrouping gr =
+        point_mae_grouping(ex.pmae->cfg, f.n_valid_points, ex.opt.scale_groups);
+    const std::string at =
+        "sample '" + xyz_tiff + "': at " + std::to_string(side) + "×" + std::to_string(side) + ", ";
+    if (gr.groups == 0) {
+      f.warning = at + gr.reason + ", 2D fallback";
     } else {
+      if (gr.scaled) f.note = at + gr.reason;
       t0 = now_ns();
       PointMaeOutput pm;
       {
         ProfileScope p("stage.xyz_extractor");
-        pm = point_mae_forward(*ex.pmae, vp.xyz);
+        pm = point_mae_forward(*ex.pmae, vp.xyz, nullptr, &gr);
       }
       f.t.xyz_extractor += ms_since(t0);
       f.points = vp.xyz;
@@ -196,7 +197,7 @@ SampleFeatures extract_features(const Extractors& ex, const std::string& rgb_png
       f.has_3d = true;
     }
   } else if (xyz_tiff.empty() && ex.pmae) {
-    f.warning = "no xyz file: no 3D features, 2D fallback";
+    f.warning = "sample '" + rgb_png + "': no xyz file -> no 3D features, 2D fallback";
   }
   if (!f.has_rgb && !f.has_3d) {
     fail("features: sample (rgb '", rgb_png, "', xyz '", xyz_tiff,

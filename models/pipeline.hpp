@@ -9,9 +9,11 @@
 // and valid [S²] (SPEC 4.3) on demand; `features`, `train`, `evaluate`, `detect` and `score`
 // all go through extract_features() + expand_features().
 //
-// Defined outcomes: a sample with no xyz file, or fewer valid points than the Point-MAE
-// group size, has no 3D features (xyz_patch and valid all zero; fusion then falls back to
-// 2D, SPEC 7) and a warning; a sample with no rgb file has a zero rgb_patch (3D-only).
+// Defined outcomes: a sample with no xyz file, or fewer valid points than the small-cloud
+// rule allows (point_mae_grouping: min(32, group size) points; with fewer points than the
+// configured groups Point-MAE runs on min(G, N) groups of min(K, N)), has no 3D features (xyz_patch
+// and valid all zero; fusion then falls back to 2D, SPEC 7) and a warning; a sample with no rgb
+// file has a zero rgb_patch (3D-only).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,6 +32,10 @@ struct ExtractorOptions {
   int64_t num_group = 1024;
   int64_t group_size = 128;
   bool bn_running_stats = false;
+  // Issue 9 item 6: a cloud with fewer valid points than the groups runs Point-MAE on fewer
+  // groups (point_mae_grouping) instead of losing its 3D features. Checkpoints record it;
+  // one written before the rule loads with false (its samples were trained without it).
+  bool scale_groups = true;
 };
 
 // The architecture of a DINO / Point-MAE weight file from its tensor shapes. Head counts
@@ -74,6 +80,7 @@ struct SampleFeatures {
   Tensor centers, group_features;  // [G, 3], [G, 1152] (has_3d)
   int64_t n_valid_points = 0;
   std::string warning;  // non-empty: the caller should print it (fallback taken)
+  std::string note;     // non-empty: Point-MAE ran on fewer groups (point_mae_grouping)
   // Audit tensors, only with keep_inputs: rgb_input 3×S×S, pc_resized 3×S×S.
   Tensor rgb_input, pc_resized;
   StageTimes t;

@@ -242,8 +242,48 @@ Tensor point_mae_encoder_forward(const PointMae& m, const Tensor& neighborhood) 
   return tokens_t.transpose(0, 1).contiguous();  // [G, dim]
 }
 
-PointMaeOutput point_mae_forward(const PointMae& m, const Tensor& points, PointMaeTrace* trace) {
-  const PointMaeConfig& c = m.cfg;
+int64_t point_mae_min_points(const PointMaeConfig& c) {
+  return std::min(kMinPointMaePoints, c.group_size);
+}
+
+PointMaeGrouping point_mae_grouping(const PointMaeConfig& c, int64_t n, bool scale) {
+  PointMaeGrouping g;
+  const std::string ns = std::to_string(n);
+  if (n >= c.num_group && n >= c.group_size) {  // SPEC 4.2 unchanged
+    g.groups = c.num_group;
+    g.group_size = c.group_size;
+    return g;
+  }
+  if (!scale) {
+    g.reason = ns + " valid points < " + std::to_string(std::max(c.num_group, c.group_size)) +
+               " (" + std::to_string(c.num_group) + " groups of " + std::to_string(c.group_size) +
+               "; the checkpoint predates the small-cloud rule) -> no 3D features";
+    return g;
+  }
+  const int64_t lo = point_mae_min_points(c);
+  if (n < lo) {
+    g.reason = ns + " valid points < " + std::to_string(lo) +
+               " (the smallest Point-MAE group allowed) -> no 3D features";
+    return g;
+  }
+  g.groups = std::min(c.num_group, n);
+  g.group_size = std::min(c.group_size, n);
+  g.scaled = true;
+  g.reason = ns + " valid points < " + std::to_string(c.num_group) + " groups of " +
+             std::to_string(c.group_size) + " -> Point-MAE on " + std::to_string(g.groups) +
+             " groups of " + std::to_string(g.group_size) + " points";
+  return g;
+}
+
+PointMaeOutput point_mae_forward(const PointMae& m, const Tensor& points, PointMaeTrace* trace,
+                                 const PointMaeGrouping* grouping) {
+  PointMaeConfig c = m.cfg;  // a copy: only the group count / size may differ
+  if (grouping) {
+    CMDR_CHECK(grouping->groups > 0 && grouping->group_size > 0, "point_mae: grouping ",
+               grouping->groups, " × ", grouping->group_size, " has no groups");
+    c.num_group = grouping->groups;
+    c.group_size = grouping->group_size;
+  }
   CMDR_CHECK(points.dim() == 2 && points.size(1) == 3, "point_mae: points ", points.str(),
              " must be [N, 3]");
   const int64_t N = points.size(0), G = c.num_group, K = c.group_size;

@@ -86,10 +86,33 @@ struct PointMaeTrace {
   std::vector<Tensor> block_out;  // block outputs up to the last tap
 };
 
-// points [N, 3] (the valid points, row-major pixel order) -> centres and features.
-// N < group_size is a cmdr::Error (the caller falls back to 2D-only).
+// The group count G and group size K Point-MAE uses on a cloud of n valid points (issue 9
+// item 6: thin objects and small S must not lose the 3D branch).
+// - n >= max(num_group, group_size): the configured values (SPEC 4.2: 1024 × 128), so the
+//   SPEC path is bit-identical whenever the cloud is large enough.
+// - otherwise, with `scale` (what training records in the checkpoint, models/checkpoint):
+//   G = min(num_group, n) and K = min(group_size, n) — FPS still picks G distinct points,
+//   every group has K distinct points, groups keep their SPEC size (the local patch scale
+//   the weights were trained on) as long as n allows — provided n >= min_points(c) =
+//   min(kMinPointMaePoints, group_size); below that no 3D features (groups = 0).
+// - without `scale` (checkpoints written before the rule): no 3D features below
+//   max(num_group, group_size), the old 2D fallback.
+// Deterministic: a pure function of (config, n, scale); `reason` says what was chosen and why.
+inline constexpr int64_t kMinPointMaePoints = 32;  // Point-MAE's pretraining group size
+struct PointMaeGrouping {
+  int64_t groups = 0, group_size = 0;  // 0: no 3D features for this cloud
+  bool scaled = false;                 // fewer than the configured groups / group size
+  std::string reason;                  // set when scaled or dropped
+};
+int64_t point_mae_min_points(const PointMaeConfig& c);
+PointMaeGrouping point_mae_grouping(const PointMaeConfig& c, int64_t n, bool scale);
+
+// points [N, 3] (the valid points, row-major pixel order) -> centres and features, with
+// cfg.num_group × cfg.group_size, or `grouping` (from point_mae_grouping) when given.
+// N < group_size or N < groups is a cmdr::Error (the caller falls back to 2D-only).
 PointMaeOutput point_mae_forward(const PointMae& m, const Tensor& points,
-                                 PointMaeTrace* trace = nullptr);
+                                 PointMaeTrace* trace = nullptr,
+                                 const PointMaeGrouping* grouping = nullptr);
 
 // Mini-PointNet alone: neighbourhoods [G, K, 3] -> tokens [G, dim].
 Tensor point_mae_encoder_forward(const PointMae& m, const Tensor& neighborhood);

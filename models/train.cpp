@@ -1,11 +1,19 @@
 #include "models/train.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <limits>
 
 #include "engine/error.hpp"
@@ -52,14 +60,20 @@ std::string hms(double seconds) {
 FeatureCache::FeatureCache(int64_t memory_budget_bytes, std::string spill_dir, Expand expand)
     : budget_(memory_budget_bytes),
       dir_(std::move(spill_dir)),
-      expand_(expand ? std::move(expand) : Expand(expand_plain)) {}
+      expand_(expand ? std::move(expand) : Expand(expand_plain)) {
+  static std::atomic<int64_t> next_id{0};
+  id_ = next_id++;
+}
 
 FeatureCache::~FeatureCache() {
+  std::error_code ec;
   for (const Slot& s : slots_) {
-    if (!s.path.empty()) {
-      std::error_code ec;
-      std::filesystem::remove(s.path, ec);  // best effort: a leftover cache file is harmless
-    }
+    // Best effort: a leftover is cleaned by remove_stale_files on the next run.
+    if (!s.path.empty()) std::filesystem::remove(s.path, ec);
+  }
+  if (lock_fd_ >= 0) {
+    std::filesystem::remove(lock_path_, ec);
+    ::close(lock_fd_);  // releases the flock
   }
 }
 
@@ -72,8 +86,17 @@ int64_t FeatureCache::add(Entry e) {
     slot.mem = std::move(e);
   } else {
     std::filesystem::create_directories(dir_);
-    slot.path = dir_ + "/cmdr-features-" + std::to_string(::getpid()) + "-" +
-                std::to_string(slots_.size()) + ".safetensors";
+    const std::string stem =
+        dir_ + "/cmdr-features-" + std::to_string(::getpid()) + "-" + std::to_string(id_);
+    if (lock_fd_ < 0) {
+      // Marks this process's spill files as live for remove_stale_files.
+      lock_path_ = stem + ".lock";
+      lock_fd_ = ::open(lock_path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+      CMDR_CHECK(lock_fd_ >= 0, "FeatureCache: cannot create '", lock_path_,
+                 "' in the spill folder (", std::strerror(errno), ")");
+      (void)::flock(lock_fd_, LOCK_EX | LOCK_NB);
+    }
+    slot.path = stem + "-" + std::to_string(slots_.size()) + ".safetensors";
     st::Writer w;
     for (const auto& [k, t] : e) w.add(k, t);
     w.write(slot.path);
@@ -97,6 +120,112 @@ int64_t FeatureCache::spilled() const {
   int64_t n = 0;
   for (const Slot& s : slots_) n += !s.path.empty();
   return n;
+}
+
+long spill_file_pid(const std::string& filename) {
+  const std::size_t slash = filename.find_last_of('/');
+  const std::string name = slash == std::string::npos ? filename : filename.substr(slash + 1);
+  const std::string pre = "cmdr-features-";
+  if (name.compare(0, pre.size(), pre) != 0) return -1;
+  std::size_t i = pre.size(), j = i;
+  while (j < name.size() && j - i < 18 && name[j] >= '0' && name[j] <= '9') ++j;
+  if (j == i || j >= name.size() || name[j] != '-') return -1;
+  const auto ends = [&](const std::string& suf) {
+    return name.size() > suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  // Data files and lock files of the cache; a spill file's own writer temp file is matched
+  // by st::temp_file_pid.
+  if (!ends(".safetensors") && !ends(".lock")) return -1;
+  return std::stol(name.substr(i, j - i));
+}
+
+namespace {
+
+bool pid_alive(long pid) {
+  if (pid <= 0) return true;  // not a process we can reason about: keep
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
+}
+
+// True when some process holds an flock on `path` (our probe cannot take it).
+bool locked(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool busy = ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // drops our probe lock, if taken
+  return busy;
+}
+
+std::string mib(int64_t b) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB = %lld bytes",
+                static_cast<double>(b) / (1024.0 * 1024.0), static_cast<long long>(b));
+  return buf;
+}
+
+}  // namespace
+
+StaleCleanup remove_stale_files(const std::vector<std::string>& dirs, bool quiet) {
+  namespace fs = std::filesystem;
+  StaleCleanup out;
+  const long self = static_cast<long>(::getpid());
+  for (const std::string& d : dirs) {
+    std::error_code ec;
+    if (d.empty() || !fs::is_directory(d, ec)) continue;
+    struct Cand {
+      std::string path;
+      long pid;
+      bool temp;
+    };
+    std::vector<Cand> cands;
+    std::map<long, std::vector<std::string>> locks;  // spill lock files per PID
+    for (fs::directory_iterator it(d, ec), end; !ec && it != end; it.increment(ec)) {
+      std::error_code e2;
+      if (!it->is_regular_file(e2)) continue;  // never a folder or a link target
+      const std::string name = it->path().filename().string();
+      const long tp = st::temp_file_pid(name);
+      const long sp = tp < 0 ? spill_file_pid(name) : -1;
+      if (tp < 0 && sp < 0) continue;  // not our naming: never touched
+      cands.push_back({it->path().string(), tp >= 0 ? tp : sp, tp >= 0});
+      if (sp >= 0 && name.size() > 5 && name.compare(name.size() - 5, 5, ".lock") == 0)
+        locks[sp].push_back(it->path().string());
+    }
+    std::sort(cands.begin(), cands.end(),
+              [](const Cand& a, const Cand& b) { return a.path < b.path; });
+    for (const Cand& c : cands) {
+      StaleFile sf;
+      sf.path = c.path;
+      sf.pid = c.pid;
+      std::error_code e3;
+      sf.bytes = static_cast<int64_t>(fs::file_size(c.path, e3));
+      if (e3) sf.bytes = 0;
+      bool keep = c.pid == self || pid_alive(c.pid);
+      if (!keep && c.temp) keep = locked(c.path);
+      if (!keep && !c.temp) {
+        for (const std::string& l : locks[c.pid]) keep = keep || locked(l);
+      }
+      if (keep) {
+        out.kept.push_back(sf);
+        continue;
+      }
+      if (!fs::remove(c.path, e3) || e3) {
+        out.kept.push_back(sf);
+        continue;
+      }
+      out.bytes += sf.bytes;
+      if (!quiet) {
+        std::cerr << "cleanup: removed stale '" << c.path << "' (" << mib(sf.bytes)
+                  << ", left by process " << c.pid << ", which is no longer running)\n";
+      }
+      out.removed.push_back(sf);
+    }
+    // A spill folder emptied by this cleanup goes too (fs::remove refuses a non-empty one).
+    if (!out.removed.empty() && fs::path(d).filename() == ".cmdr-feature-cache") fs::remove(d, ec);
+  }
+  if (!quiet && !out.removed.empty()) {
+    std::cerr << "cleanup: " << out.removed.size() << " stale file(s) of interrupted runs removed, "
+              << mib(out.bytes) << " freed\n";
+  }
+  return out;
 }
 
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int epoch, bool shuffle) {

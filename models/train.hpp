@@ -28,7 +28,10 @@ struct Sample {
 // the frozen features, e.g. the 28×28 DINO tokens before upsampling, SPEC 10) plus an
 // `expand` function turning an entry into a Sample. Entries live in memory until
 // `memory_budget_bytes` is used up; later ones are written to `spill_dir` (one safetensors
-// file each, written atomically) and read back on demand.
+// file each, written atomically, named cmdr-features-<pid>-<cache>-<i>.safetensors) and read
+// back on demand. While it has spilled, the cache holds an flock on
+// cmdr-features-<pid>-<cache>.lock in that folder; the destructor removes its files and the
+// lock (a killed run leaves them: remove_stale_files cleans them on the next run).
 class FeatureCache {
  public:
   using Entry = std::map<std::string, Tensor>;
@@ -57,7 +60,34 @@ class FeatureCache {
   Expand expand_;
   std::vector<Slot> slots_;
   int64_t mem_bytes_ = 0, disk_bytes_ = 0;
+  int64_t id_ = 0;    // distinguishes caches of one process sharing a spill folder
+  int lock_fd_ = -1;  // flock'ed lock file while entries are spilled
+  std::string lock_path_;
 };
+
+// ---- Stale files of interrupted runs (issue 9 item 5) ----
+// In each folder (not recursive) removes our own leftovers: st::Writer temporary files
+// ("<name>.tmp.<pid>.<random>", io/safetensors temp_file_pid) and FeatureCache spill / lock
+// files ("cmdr-features-<pid>-….safetensors", "cmdr-features-<pid>-….lock"). A file is removed
+// only when all hold: its PID is not ours and is no live process (kill(pid, 0) fails with
+// ESRCH), and nobody holds an flock on it (temporary file: the file itself, which a live
+// writer locks; spill file: any lock file of that PID in the folder, which a live cache
+// locks) — so a concurrent run's files (also one in another PID namespace on a shared file
+// system) and files of any other naming are never touched. A spill folder left empty is
+// removed too. Unless quiet, every removal is printed to stderr with its size.
+struct StaleFile {
+  std::string path;
+  int64_t bytes = 0;
+  long pid = 0;
+};
+struct StaleCleanup {
+  std::vector<StaleFile> removed;
+  std::vector<StaleFile> kept;  // our naming, but the owner is alive or holds a lock
+  int64_t bytes = 0;            // removed
+};
+StaleCleanup remove_stale_files(const std::vector<std::string>& dirs, bool quiet);
+// The PID in a FeatureCache spill / lock file name, else -1.
+long spill_file_pid(const std::string& filename);
 
 struct EpochStats {
   int epoch = 0;  // 1-based

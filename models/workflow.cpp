@@ -1,10 +1,13 @@
 #include "models/workflow.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -289,38 +292,81 @@ std::string resume_path(const std::string& out) {
   return out + ".resume.safetensors";
 }
 
-TrainReport train_class(const TrainJob& job, const Extractors& ex) {
-  TrainReport rep;
-  rep.checkpoint = job.out;
-  rep.resume_file = resume_path(job.out);
-  const bool q = job.quiet;
+namespace {
+
+std::string spill_dir_of(const std::string& out) {
+  const fs::path dir =
+      fs::path(out).parent_path().empty() ? fs::path(".") : fs::path(out).parent_path();
+  return (dir / ".cmdr-feature-cache").string();
+}
+
+}  // namespace
+
+StaleCleanup preflight_train(const TrainJob& job) {
   CMDR_CHECK(!job.out.empty(), "train: --out is required");
   CMDR_CHECK(job.epochs >= 1, "train: --epochs ", job.epochs, " must be >= 1");
   CMDR_CHECK(job.side >= 8 && job.side % 8 == 0, "train: --size ", job.side,
              " must be a positive multiple of 8 (SPEC 5)");
-  CMDR_CHECK(!mode_needs_rgb(job.mode) || ex.vit, "train: mode ", mode_name(job.mode),
-             " needs --rgb-weights");
-  CMDR_CHECK(!mode_needs_xyz(job.mode) || ex.pmae, "train: mode ", mode_name(job.mode),
-             " needs --xyz-weights");
   CMDR_CHECK(job.mode == Mode::Fused2D3D || job.mode == Mode::Only2D || job.mode == Mode::Only3D,
              "train: --mode ", mode_name(job.mode), " is an inference ablation; train 2d3d");
   // Nothing is overwritten silently.
   if (fs::exists(job.out) && !job.force) {
     fail("train: --out '", job.out, "' exists; pass --force to overwrite it");
   }
-  const bool have_resume = fs::exists(rep.resume_file);
-  if (have_resume && !job.resume && !job.force) {
-    fail("train: '", rep.resume_file,
+  CMDR_CHECK(!fs::is_directory(job.out), "train: --out '", job.out,
+             "' is a folder; give the checkpoint file to write");
+  const std::string resume_file = resume_path(job.out);
+  if (fs::exists(resume_file) && !job.resume && !job.force) {
+    fail("train: '", resume_file,
          "' holds an interrupted run: pass --resume to continue it or "
          "--force to start over");
   }
-  if (!fs::path(job.out).parent_path().empty()) {
-    // A plain message (e.g. a parent that is a regular file), not a raw filesystem error.
-    std::error_code ec;
-    fs::create_directories(fs::path(job.out).parent_path(), ec);
-    CMDR_CHECK(!ec, "train: --out '", job.out, "': cannot create its folder '",
-               fs::path(job.out).parent_path().string(), "' (", ec.message(), ")");
+  io::ScanOptions so;
+  so.quiet = true;  // train_class scans again and reports skipped files once
+  const io::ClassSplit cs = io::scan_class(job.data, job.cls, so);
+  CMDR_CHECK(!cs.train.empty(), "train: class '", job.cls, "' under '", job.data,
+             "' has no usable train/good sample");
+  const fs::path dir =
+      fs::path(job.out).parent_path().empty() ? fs::path(".") : fs::path(job.out).parent_path();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  CMDR_CHECK(!ec, "train: cannot create the folder of --out '", job.out, "': ", ec.message());
+  std::vector<std::string> dirs = {dir.string(), spill_dir_of(job.out)};
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    std::error_code e2;
+    if (name.rfind("random-extractors-seed", 0) == 0 && it->is_directory(e2))
+      dirs.push_back(it->path().string());
   }
+  StaleCleanup cleaned = remove_stale_files(dirs, job.quiet);
+  // --out must be writable before hours of features and epochs: probe with the longest
+  // name training creates (the resumable file's temporary, same folder, same length).
+  const std::string probe = st::temp_path(resume_file, static_cast<long>(::getpid()),
+                                          std::numeric_limits<uint32_t>::max());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  CMDR_CHECK(fd >= 0, "train: --out '", job.out, "' is not writable: cannot create '", probe, "' (",
+             std::strerror(errno), "); checked before feature extraction");
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return cleaned;
+}
+
+TrainReport train_class(const TrainJob& job, const Extractors& ex, const StaleCleanup* earlier) {
+  TrainReport rep;
+  rep.checkpoint = job.out;
+  rep.resume_file = resume_path(job.out);
+  const bool q = job.quiet;
+  CMDR_CHECK(!mode_needs_rgb(job.mode) || ex.vit, "train: mode ", mode_name(job.mode),
+             " needs --rgb-weights");
+  CMDR_CHECK(!mode_needs_xyz(job.mode) || ex.pmae, "train: mode ", mode_name(job.mode),
+             " needs --xyz-weights");
+  rep.cleanup = preflight_train(job);
+  if (earlier) {
+    rep.cleanup.removed.insert(rep.cleanup.removed.begin(), earlier->removed.begin(),
+                               earlier->removed.end());
+    rep.cleanup.bytes += earlier->bytes;
+  }
+  const bool have_resume = fs::exists(rep.resume_file);
 
   io::ScanOptions so;
   so.quiet = q;
@@ -355,9 +401,25 @@ TrainReport train_class(const TrainJob& job, const Extractors& ex) {
     model = std::move(lc.model);
     meta = lc.meta;
     start_epoch = meta.epochs;
-    note(q, "train: resuming '" + rep.resume_file + "' after epoch " + std::to_string(start_epoch));
+    rep.resumed_from = rep.resume_file;
+    rep.resume_note = "resumed from '" + rep.resume_file + "' after epoch " +
+                      std::to_string(start_epoch) + " (step " + std::to_string(meta.steps) + ")";
+    note(q, "train: --resume: " + rep.resume_note);
   } else {
-    if (job.resume) note(q, "train: --resume: no '" + rep.resume_file + "', starting from scratch");
+    if (job.resume) {
+      // Why not: say whether a write of the resumable file was interrupted.
+      std::string why = "no '" + rep.resume_file + "' (no epoch of a previous run finished)";
+      for (const StaleFile& f : rep.cleanup.removed) {
+        if (st::temp_file_pid(f.path) >= 0 &&
+            fs::path(f.path).filename().string().rfind(
+                fs::path(rep.resume_file).filename().string() + ".tmp.", 0) == 0) {
+          why = "no '" + rep.resume_file + "': its write was interrupted (process " +
+                std::to_string(f.pid) + " killed; the partial '" + f.path + "' was removed)";
+        }
+      }
+      rep.resume_note = "not resumed: " + why + "; starting from scratch";
+      note(q, "train: --resume: " + rep.resume_note);
+    }
     model = std::make_unique<Cmdr>(cfg);
     if (!job.init.empty()) {
       LoadOptions lo;
@@ -380,11 +442,18 @@ TrainReport train_class(const TrainJob& job, const Extractors& ex) {
   meta.extractor = ex.opt;
   meta.version = CMDR_VERSION;
 
+  // Opened before the features, so a bad path fails in seconds, not after extraction.
+  std::ofstream csv;
+  if (!job.dump_losses.empty()) {
+    csv.open(job.dump_losses);
+    CMDR_CHECK(csv.good(), "train: cannot write --dump-losses '", job.dump_losses, "'");
+    csv << "step,map2d,map3d,rec2d,rec3d\n";
+    csv.precision(9);
+  }
+
   // Frozen features once per training sample (SPEC 6), compact form (SPEC 10).
   int64_t t0 = now_ns();
-  const std::string spill =
-      (fs::path(job.out).parent_path().empty() ? fs::path(".") : fs::path(job.out).parent_path()) /
-      ".cmdr-feature-cache";
+  const std::string spill = spill_dir_of(job.out);
   FeatureCache cache(job.cache_budget_mb << 20, spill,
                      cache_expander(job.side, cfg.rgb_dim, cfg.xyz_dim, /*dense=*/false));
   const int64_t n = static_cast<int64_t>(cs.train.size());
@@ -396,8 +465,12 @@ TrainReport train_class(const TrainJob& job, const Extractors& ex) {
                            mode_needs_xyz(job.mode) ? s.xyz : std::string(), job.side);
       if (mode_needs_xyz(job.mode) && !f.has_3d) {
         ++rep.no_geometry;
-        note(q, "train: skipping " + s.rgb + ": " + f.warning);
+        note(q, "train: skipping " + f.warning);
         continue;
+      }
+      if (!f.note.empty()) {
+        ++rep.scaled_groups;
+        note(q, "train: " + f.note);
       }
       cache.add(to_cache_entry(f));
     } catch (const Error& e) {
@@ -419,13 +492,6 @@ TrainReport train_class(const TrainJob& job, const Extractors& ex) {
               fmt3(rep.feature_seconds) + " s");
 
   // Training (SPEC 6).
-  std::ofstream csv;
-  if (!job.dump_losses.empty()) {
-    csv.open(job.dump_losses);
-    CMDR_CHECK(csv.good(), "train: cannot write --dump-losses '", job.dump_losses, "'");
-    csv << "step,map2d,map3d,rec2d,rec3d\n";
-    csv.precision(9);
-  }
   TrainOptions to;
   to.epochs = job.epochs;
   to.start_epoch = start_epoch;
@@ -542,6 +608,7 @@ EvalReport evaluate_class(Cmdr& model, const CheckpointMeta& meta, const Extract
       ++rep.fallbacks;
       note(q, "evaluate: " + s.rgb + ": " + r.warning);
     }
+    if (!r.features.note.empty()) note(q, "evaluate: " + r.features.note);
     const FusionResult& fr = r.out.fusion;
     const Judgement jd = judge(r, meta, job.threshold_override);
     rec.score = fr.image_score;

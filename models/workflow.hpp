@@ -107,6 +107,10 @@ struct TrainJob {
 };
 struct TrainReport {
   std::string checkpoint, resume_file;
+  std::string resumed_from;   // the file training continued from ("" = from scratch)
+  std::string resume_note;    // what --resume did and why (empty without --resume)
+  StaleCleanup cleanup;       // stale files of interrupted runs removed before training
+  int64_t scaled_groups = 0;  // samples whose Point-MAE grouping was scaled (issue 9 item 6)
   CheckpointMeta meta;
   std::vector<EpochStats> epochs;
   std::vector<Rollback> rollbacks;
@@ -116,7 +120,18 @@ struct TrainReport {
   std::string calibration_split;
   std::vector<float> calibration_scores;
 };
-TrainReport train_class(const TrainJob& job, const Extractors& ex);
+// `earlier`: what a preflight_train call made by the caller already cleaned (reported and
+// used to explain --resume).
+TrainReport train_class(const TrainJob& job, const Extractors& ex,
+                        const StaleCleanup* earlier = nullptr);
+
+// Everything train_class checks before any expensive step or large write (issue 9 item 5):
+// the job's flags, the --out / resumable-file rules, that the class has a usable train/good
+// sample, then remove_stale_files on --out's folder, its .cmdr-feature-cache and its
+// random-extractors-seed* folders, and a probe that --out's folder accepts the longest name
+// training writes (the resumable file's temporary). A cmdr::Error names the problem. The
+// train verb calls it before writing --random-extractors weights; train_class calls it first.
+StaleCleanup preflight_train(const TrainJob& job);
 
 // Per-epoch resumable checkpoint next to the final one.
 std::string resume_path(const std::string& out);
