@@ -2,8 +2,9 @@
 //   OMP_NUM_THREADS=2 ./build/bench/cmdr_bench --benchmark_filter='BM_stage'
 // Environment:
 //   CMDR_BENCH_S          side S (default 224; e.g. 56 for a quick run; multiple of 8)
-//   CMDR_BENCH_PRECISION  fp32 (default). The only value until the process-wide precision
-//                         setting exists; set_precision() below is where it is applied.
+//   CMDR_BENCH_PRECISION  fp32 (default) or bf16: the process-wide precision
+//                         (engine/precision.hpp) for the whole run; peak_frac is then taken
+//                         against the bf16 GEMM peak instead of the SGEMM peak.
 // The sample is a synthetic MVTec-3D-like "good" sample (io/synth, class 0, 256×256, ~70 %
 // valid points), written to a temporary folder as rgb PNG + xyz TIFF so that the whole
 // detect stage reads files exactly like `cmdr-iad detect`. Weights are seeded random with
@@ -42,6 +43,7 @@
 
 #include "autograd/autograd.hpp"
 #include "engine/error.hpp"
+#include "engine/precision.hpp"
 #include "engine/profiler.hpp"
 #include "engine/rng.hpp"
 #include "engine/storage.hpp"
@@ -74,12 +76,11 @@ int64_t env_side() {
   return s;
 }
 
-// Where a process-wide precision setting is applied (fp32 only for now).
+// The process-wide precision of the run (CMDR_BENCH_PRECISION, default fp32).
 std::string set_precision() {
   const char* e = std::getenv("CMDR_BENCH_PRECISION");
   const std::string p = e && *e ? e : "fp32";
-  CMDR_CHECK(p == "fp32", "CMDR_BENCH_PRECISION = '", p,
-             "': only fp32 exists in this build (the bf16 setting is not merged yet)");
+  cmdr::set_precision(cmdr::parse_precision(p, "CMDR_BENCH_PRECISION"));
   return p;
 }
 
@@ -216,7 +217,8 @@ Ctx& ctx() {
 // Runs f once as warm-up, then in the benchmark loop; sets the counters.
 void run_stage(benchmark::State& st, double flops, const std::function<void()>& f) {
   Ctx& c = ctx();
-  const double peak = sgemm_peak();
+  // The peak of the kernel class the run uses: SGEMM in fp32, bf16 GEMM in bf16.
+  const double peak = c.precision == "bf16" ? bf16_gemm_peak() : sgemm_peak();
   f();  // warm-up: primitive creation, first touch
   reset_peak_memory();
   const int64_t base = memory_stats().current_bytes;
@@ -450,21 +452,27 @@ void BM_stage_detect(benchmark::State& st) {
 CMDR_STAGE(BM_stage_detect);
 
 // ---- Whole training step: cache entry -> Sample (as the trainer's FeatureCache::get) and
-// Cmdr::train_step (4 networks, forward + backward + Adam, batch 1) ----
+// Cmdr::train_step (4 networks, forward + backward + Adam, batch 1). /1 = the trainer's
+// path (compact features, SPEC 10 restructured step), /0 = the literal dense step. GFLOP
+// counts the literal formulation in both, so /1's GFLOP/s is an effective rate. ----
 void BM_stage_train_step(benchmark::State& st) {
   Ctx& c = ctx();
+  const bool compact = st.range(0) == 1;
   const FeatureCache::Entry entry = to_cache_entry(c.feats);
-  const FeatureCache::Expand expand = cache_expander(c.side, c.ex.rgb_dim(), c.ex.xyz_dim());
+  const FeatureCache::Expand expand =
+      cache_expander(c.side, c.ex.rgb_dim(), c.ex.xyz_dim(), /*dense=*/!compact);
   const int64_t rows = static_cast<int64_t>(c.valid_rows.size());
   const double flops = 3 * (net_flops(c, 0, rows) + net_flops(c, 1, rows) + net_flops(c, 2, rows) +
                             net_flops(c, 3, rows));
   run_stage(st, flops, [&] {
     const Sample s = expand(entry);
-    const StepResult r = c.model->train_step(s.rgb, s.xyz, s.valid);
+    const StepResult r =
+        compact ? c.model->train_step(s.compact) : c.model->train_step(s.rgb, s.xyz, s.valid);
     benchmark::DoNotOptimize(r.loss[0]);
   });
+  st.SetLabel(std::string(compact ? "restructured " : "literal ") + c.precision);
 }
-CMDR_STAGE(BM_stage_train_step);
+CMDR_STAGE(BM_stage_train_step)->Arg(1)->Arg(0);
 
 // ---- Start-up: load + hash a 343 MB ViT-B/8 weight file ----
 struct WeightFile {
