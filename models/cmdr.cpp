@@ -190,6 +190,31 @@ void Cmdr::check_compact(const CompactPatches& x, const char* who) const {
 
 namespace {
 
+// Eval mode for one inference call; every network's previous mode comes back when the scope
+// ends (also when the call throws).
+class EvalScope {
+ public:
+  explicit EvalScope(std::array<ag::Module*, 4> nets) : nets_(nets) {
+    for (std::size_t n = 0; n < nets_.size(); ++n) {
+      if (nets_[n] != nullptr) {
+        was_training_[n] = nets_[n]->training();
+        nets_[n]->eval();
+      }
+    }
+  }
+  ~EvalScope() {
+    for (std::size_t n = 0; n < nets_.size(); ++n) {
+      if (nets_[n] != nullptr) nets_[n]->train(was_training_[n]);
+    }
+  }
+  EvalScope(const EvalScope&) = delete;
+  EvalScope& operator=(const EvalScope&) = delete;
+
+ private:
+  std::array<ag::Module*, 4> nets_;
+  std::array<bool, 4> was_training_{};
+};
+
 // Copies of the module's buffers only (BatchNorm running stats: small). Parameters and Adam
 // state need no snapshot: the non-finite checks on loss and gradients precede the step, and
 // Adam::step_checked commits nothing when the step would turn something non-finite.
@@ -387,14 +412,7 @@ CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& vali
   }
 
   ag::NoGrad no_grad;
-  // Eval mode for the call; each network's previous mode is restored afterwards.
-  std::array<bool, 4> was_training{};
-  for (int n = 0; n < 4; ++n) {
-    if (ag::Module* m = net(static_cast<Net>(n))) {
-      was_training[n] = m->training();
-      m->eval();
-    }
-  }
+  const EvalScope eval_mode({net(kMap2Dto3D), net(kMap3Dto2D), net(kDec2D), net(kDec3D)});
   CmdrOutputs out;
   FusionInputs fi;
   fi.valid = v;
@@ -430,9 +448,6 @@ CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& vali
     out.recon_3d = dec3d->forward(xyz_v).value();  // [S², xyz_dim]
     fi.d_rec3d = error_map(out.recon_3d, xyz, s);
   }
-  for (int n = 0; n < 4; ++n) {
-    if (ag::Module* m = net(static_cast<Net>(n))) m->train(was_training[n]);
-  }
   out.fusion = fuse(fi, mode);
   return out;
 }
@@ -449,14 +464,7 @@ CmdrOutputs Cmdr::infer(const CompactPatches& x, Mode mode, bool all_rows) {
   const Tensor v = mode == Mode::Only2D ? Tensor::ones({s, s}) : x.valid.reshape({s, s});
 
   ag::NoGrad no_grad;
-  // Eval mode for the call; each network's previous mode is restored afterwards.
-  std::array<bool, 4> was_training{};
-  for (int n = 0; n < 4; ++n) {
-    if (ag::Module* m = net(static_cast<Net>(n))) {
-      was_training[n] = m->training();
-      m->eval();
-    }
-  }
+  const EvalScope eval_mode({net(kMap2Dto3D), net(kMap3Dto2D), net(kDec2D), net(kDec3D)});
   CmdrOutputs out;
   FusionInputs fi;
   fi.valid = v;
@@ -492,9 +500,6 @@ CmdrOutputs Cmdr::infer(const CompactPatches& x, Mode mode, bool all_rows) {
   if (mode_uses_dec3d(mode)) {
     out.recon_3d = dec3d->forward_sparse(x.xyz_op, groups).value();  // [S², xyz_dim]
     fi.d_rec3d = error_map(out.recon_3d, xyz, s);
-  }
-  for (int n = 0; n < 4; ++n) {
-    if (ag::Module* m = net(static_cast<Net>(n))) m->train(was_training[n]);
   }
   out.fusion = fuse(fi, mode);
   return out;

@@ -11,6 +11,9 @@
 using namespace cmdr;
 
 TEST_CASE("memory: repeated identical train steps and inferences allocate no fresh blocks") {
+  // Start from an empty block cache: blocks left by earlier test cases (other sizes) would
+  // make the best-fit reuse below depend on which cases ran before this one.
+  release_cached_memory();
   const int64_t side = 32, l = side * side;
   models::Cmdr model(models::CmdrConfig::spec(models::Mode::Only2D, side));
   Rng rng(3);
