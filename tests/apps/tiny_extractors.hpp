@@ -40,6 +40,21 @@ inline void write_specs(std::vector<models::ParamSpec> specs, uint64_t seed,
   w.write(path);
 }
 
+// Point-MAE of the tiny extractors: dim 16, 2 blocks, both tapped -> 32 features.
+inline models::PointMaeConfig tiny_pmae_config() {
+  models::PointMaeConfig pc;
+  pc.enc_c1 = 16;
+  pc.enc_c2 = 16;
+  pc.enc_c3 = 32;
+  pc.pos_hidden = 16;
+  pc.dim = 16;
+  pc.depth = 2;
+  pc.heads = 2;
+  pc.mlp = 32;
+  pc.taps = {0, 1};
+  return pc;
+}
+
 // Tiny DINO (image 32, patch 8 -> 4×4 tokens, dim 32) and Point-MAE (dim 16, 2 blocks,
 // both tapped -> 32 features).
 inline std::pair<std::string, std::string> tiny_extractors(const std::string& dir) {
@@ -52,17 +67,7 @@ inline std::pair<std::string, std::string> tiny_extractors(const std::string& di
   models::DinoVit vit(dc);
   const std::string rgb = dir + "/vit.safetensors";
   write_specs(vit.param_specs(), 1, rgb, {{"cmdr.heads", "2"}});
-  models::PointMaeConfig pc;
-  pc.enc_c1 = 16;
-  pc.enc_c2 = 16;
-  pc.enc_c3 = 32;
-  pc.pos_hidden = 16;
-  pc.dim = 16;
-  pc.depth = 2;
-  pc.heads = 2;
-  pc.mlp = 32;
-  pc.taps = {0, 1};
-  models::PointMae pm(pc);
+  models::PointMae pm(tiny_pmae_config());
   const std::string xyz = dir + "/pmae.safetensors";
   write_specs(pm.param_specs(), 2, xyz, {{"cmdr.heads", "2"}, {"cmdr.taps", "0,1"}});
   return {rgb, xyz};

@@ -19,70 +19,16 @@
 #include "io/tiff.hpp"
 #include "models/checkpoint.hpp"
 #include "models/workflow.hpp"
+#include "tests/apps/tiny_extractors.hpp"
 #include "tests/io/tmpdir.hpp"
 
 using namespace cmdr;
 using namespace cmdr::models;
 namespace fs = std::filesystem;
+using cmdr::testing::tiny_extractors;
+using cmdr::testing::tiny_pmae_config;
 
 namespace {
-
-void write_specs(std::vector<ParamSpec> specs, uint64_t seed, const std::string& path,
-                 const std::map<std::string, std::string>& meta) {
-  Rng rng(seed);
-  st::Writer w;
-  for (const auto& s : specs) {
-    Tensor t = Tensor::empty(s.shape);
-    switch (s.init) {
-      case Init::TruncNormal02:
-        rng.fill_normal(t, 0.0f, 0.2f);
-        break;
-      case Init::Zeros:
-      case Init::BnRunningMean:
-        t.fill_(0.0f);
-        break;
-      case Init::Ones:
-      case Init::BnRunningVar:
-        t.fill_(1.0f);
-        break;
-    }
-    w.add(s.name, t);
-  }
-  w.set_metadata(kRandomWeightsKey, "true");
-  for (const auto& [k, v] : meta) w.set_metadata(k, v);
-  w.write(path);
-}
-
-PointMaeConfig tiny_pmae_config() {
-  PointMaeConfig pc;
-  pc.enc_c1 = 16;
-  pc.enc_c2 = 16;
-  pc.enc_c3 = 32;
-  pc.pos_hidden = 16;
-  pc.dim = 16;
-  pc.depth = 2;
-  pc.heads = 2;
-  pc.mlp = 32;
-  pc.taps = {0, 1};
-  return pc;
-}
-
-// Tiny DINO (image 32, 4×4 tokens, dim 32) and Point-MAE (dim 16, 2 blocks, 32 features).
-std::pair<std::string, std::string> tiny_extractors(const std::string& dir) {
-  DinoVitConfig dc;
-  dc.image = 32;
-  dc.dim = 32;
-  dc.depth = 2;
-  dc.heads = 2;
-  dc.mlp = 64;
-  DinoVit vit(dc);
-  const std::string rgb = dir + "/vit.safetensors";
-  write_specs(vit.param_specs(), 1, rgb, {{"cmdr.heads", "2"}});
-  PointMae pm(tiny_pmae_config());
-  const std::string xyz = dir + "/pmae.safetensors";
-  write_specs(pm.param_specs(), 2, xyz, {{"cmdr.heads", "2"}, {"cmdr.taps", "0,1"}});
-  return {rgb, xyz};
-}
 
 // A PID that is certainly not running: a child that exited and was reaped.
 long dead_pid() {
