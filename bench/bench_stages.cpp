@@ -2,6 +2,7 @@
 //   OMP_NUM_THREADS=2 ./build/bench/cmdr_bench --benchmark_filter='BM_stage'
 // Environment:
 //   CMDR_BENCH_S          side S (default 224; e.g. 56 for a quick run; multiple of 8)
+//   CMDR_BENCH_PROFILE    set: each stage runs once more under the op profiler, table to stderr
 //   CMDR_BENCH_PRECISION  fp32 (default) or bf16: the process-wide precision
 //                         (engine/precision.hpp) for the whole run; peak_frac is then taken
 //                         against the bf16 GEMM peak instead of the SGEMM peak.
@@ -36,6 +37,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <iostream>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
@@ -242,6 +244,14 @@ void run_stage(benchmark::State& st, double flops, const std::function<void()>& 
   st.counters["peak_MiB"] = static_cast<double>(memory_stats().peak_bytes - base) / (1 << 20);
   st.counters["maxrss_MiB"] = maxrss_mib();
   st.SetLabel(c.precision);
+  if (std::getenv("CMDR_BENCH_PROFILE")) {  // one more run under the op profiler, to stderr
+    Profiler::reset();
+    Profiler::enable(true);
+    f();
+    Profiler::enable(false);
+    std::fprintf(stderr, "---- profile of the stage above (%s) ----\n", c.precision.c_str());
+    Profiler::print_table(std::cerr);
+  }
 }
 
 #define CMDR_STAGE(fn) BENCHMARK(fn)->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(2)

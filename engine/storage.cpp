@@ -18,6 +18,8 @@ std::atomic<int64_t> g_peak{0};
 std::atomic<int64_t> g_count{0};
 std::atomic<int64_t> g_fresh_count{0};
 std::atomic<int64_t> g_fresh_bytes{0};
+std::atomic<uint64_t> g_next_id{1};
+std::atomic<StorageReleaseHook> g_release_hook{nullptr};
 
 constexpr std::size_t kCacheMin = std::size_t{1} << 20;
 
@@ -129,7 +131,22 @@ void reset_peak_memory() {
   g_peak.store(g_current.load());
 }
 
-Storage::Storage(int64_t count, bool zero) : count_(count) {
+void set_storage_release_hook(StorageReleaseHook hook) {
+  g_release_hook.store(hook);
+}
+
+uint64_t Storage::watch_version() const {
+  ever_watched_.store(true, std::memory_order_relaxed);
+  watched_.store(true, std::memory_order_release);
+  return version_.load(std::memory_order_acquire);
+}
+
+void Storage::new_version() {
+  watched_.store(false, std::memory_order_relaxed);
+  version_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+Storage::Storage(int64_t count, bool zero) : id_(g_next_id.fetch_add(1)), count_(count) {
   CMDR_CHECK(count >= 0, "Storage: negative element count ", count);
   std::size_t bytes = static_cast<std::size_t>(count) * sizeof(float);
   capacity_ = rounded_bytes(count);
@@ -148,6 +165,8 @@ Storage::Storage(int64_t count, bool zero) : count_(count) {
 }
 
 Storage::~Storage() {
+  if (ever_watched_.load(std::memory_order_relaxed))
+    if (StorageReleaseHook h = g_release_hook.load()) h(id_);
   if (!cache().give(data_, capacity_, g_peak.load())) std::free(data_);
   track(-count_ * static_cast<int64_t>(sizeof(float)));
 }

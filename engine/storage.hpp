@@ -2,6 +2,7 @@
 // 64-byte aligned float storage with a process-wide tracked allocator.
 // memory_stats() reports current and peak bytes held by all tensors, so every command can
 // state its peak (DEVELOPERS.md: "know your peak").
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -34,6 +35,17 @@ void release_cached_memory();
 
 constexpr std::size_t kAlignment = 64;
 
+// Versioning for caches of data derived from a storage's contents (ops/ keeps weights
+// re-laid out or rounded to bf16 for oneDNN, issue 8): a cache records (id(), version())
+// when it reads a storage; every later non-const data() call starts a new version, so a
+// lookup with a different version is a miss. Only storages a cache has watched pay for it
+// (one relaxed atomic load per non-const data() otherwise). Rule for writers: take the
+// pointer with non-const data() for each write phase; do not keep it across op calls.
+// When a watched storage is destroyed, the release hook (one per process, set by the
+// cache's owner) gets its id so the cache can drop its entries.
+using StorageReleaseHook = void (*)(uint64_t storage_id);
+void set_storage_release_hook(StorageReleaseHook hook);
+
 // Owns `count` floats, 64-byte aligned, zero-initialised only on request.
 class Storage {
  public:
@@ -42,11 +54,23 @@ class Storage {
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
-  float* data() { return data_; }
+  float* data() {  // a (potential) write: ends the version a cache has seen
+    if (watched_.load(std::memory_order_relaxed)) new_version();
+    return data_;
+  }
   const float* data() const { return data_; }
   int64_t count() const { return count_; }
 
+  uint64_t id() const { return id_; }  // unique in the process, never reused
+  // The current version, and marks the storage watched (see StorageReleaseHook above).
+  uint64_t watch_version() const;
+
  private:
+  void new_version();
+  uint64_t id_;
+  mutable std::atomic<uint64_t> version_{0};
+  mutable std::atomic<bool> watched_{false};
+  mutable std::atomic<bool> ever_watched_{false};
   float* data_ = nullptr;
   int64_t count_ = 0;
   std::size_t capacity_ = 0;  // bytes of the block (>= count·4; a reused block may be larger)

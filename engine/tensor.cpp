@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 #include <sstream>
+#include <utility>
 
 #include "engine/error.hpp"
 
@@ -86,6 +87,15 @@ int64_t Tensor::stride(int64_t d) const {
   return strides_[norm_dim(d, "Tensor::stride")];
 }
 
+uint64_t Tensor::storage_id() const {
+  CMDR_CHECK(defined(), "Tensor::storage_id on an undefined tensor");
+  return storage_->id();
+}
+uint64_t Tensor::watch_version() const {
+  CMDR_CHECK(defined(), "Tensor::watch_version on an undefined tensor");
+  return storage_->watch_version();
+}
+
 bool Tensor::is_contiguous() const {
   int64_t acc = 1;
   for (std::size_t i = shape_.size(); i-- > 0;) {
@@ -102,7 +112,7 @@ float* Tensor::data() {
 }
 const float* Tensor::data() const {
   CMDR_CHECK(defined(), "Tensor::data on an undefined tensor");
-  return storage_->data() + offset_;
+  return std::as_const(*storage_).data() + offset_;  // a read: keeps the storage's version
 }
 
 float& Tensor::at(std::initializer_list<int64_t> idx) {
@@ -131,7 +141,7 @@ std::vector<float> Tensor::to_vector() const {
     std::memcpy(out.data(), data(), out.size() * sizeof(float));
     return out;
   }
-  const float* base = storage_->data();
+  const float* base = std::as_const(*storage_).data();
   for_each_offset(shape_, strides_, offset_, [&](int64_t i, int64_t off) { out[i] = base[off]; });
   return out;
 }

@@ -44,6 +44,10 @@ class Tensor {
   int64_t offset() const { return offset_; }
   bool is_contiguous() const;
   bool shares_storage(const Tensor& o) const { return storage_ == o.storage_; }
+  // Cache keys for data derived from the contents (engine/storage.hpp, "Versioning"):
+  // the storage's id, and its current version (marks it watched).
+  uint64_t storage_id() const;
+  uint64_t watch_version() const;
   std::string str() const { return shape_str(shape_); }
 
   // --- data access --------------------------------------------------------------------

@@ -144,3 +144,45 @@ TEST_CASE("rng: fill_bernoulli01 draws exactly what bernoulli() would, in order"
     CHECK(a.next_u64() == b.next_u64());  // the generator advanced by the same draws
   }
 }
+
+namespace {
+std::vector<uint64_t> g_released;
+void record_release(uint64_t id) {
+  g_released.push_back(id);
+}
+}  // namespace
+
+TEST_CASE("storage versions: reads keep the version a cache saw, writes end it, ids are unique") {
+  Tensor w = Tensor::ones({4, 4});
+  const Tensor& cw = w;
+  Tensor v = w.slice(0, 1, 3);  // a view: same storage, same id and version
+  CHECK(v.storage_id() == w.storage_id());
+  CHECK(Tensor::ones({1}).storage_id() != w.storage_id());
+  const uint64_t v0 = cw.watch_version();
+  CHECK(cw.data()[0] == 1.0f);  // const reads
+  (void)cw.to_vector();
+  (void)cw.contiguous();
+  CHECK(cw.watch_version() == v0);
+  w.data()[3] = 2.0f;  // a write through non-const data(): a new version
+  const uint64_t v1 = cw.watch_version();
+  CHECK(v1 != v0);
+  v.fill_(3.0f);  // a write through a view: the same storage's version changes too
+  CHECK(cw.watch_version() != v1);
+  // Unwatched storages do not version (a cache has not read them since the last write).
+  const uint64_t v2 = cw.watch_version();
+  w.data();
+  const uint64_t v3 = w.watch_version();
+  w.data();
+  w.data();
+  CHECK(v3 == v2 + 1);
+  CHECK(w.watch_version() == v3 + 1);  // two writes without a watch in between: one version
+  // The release hook hears about watched storages only.
+  set_storage_release_hook(&record_release);
+  g_released.clear();
+  const uint64_t id = w.storage_id();
+  { Tensor u = Tensor::ones({2}); }
+  v = Tensor();
+  w = Tensor();
+  set_storage_release_hook(nullptr);
+  CHECK(g_released == std::vector<uint64_t>{id});
+}
