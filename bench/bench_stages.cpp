@@ -2,14 +2,17 @@
 //   OMP_NUM_THREADS=2 ./build/bench/cmdr_bench --benchmark_filter='BM_stage'
 // Environment:
 //   CMDR_BENCH_S          side S (default 224; e.g. 56 for a quick run; multiple of 8)
+//   CMDR_BENCH_SAMPLE     object (default: support plane removed as SPEC 2 preprocessing does,
+//                         only the object valid, like a preprocessed MVTec part) or full
+//                         (plane kept: every position valid, the per-position worst case)
 //   CMDR_BENCH_PROFILE    set: each stage runs once more under the op profiler, table to stderr
 //   CMDR_BENCH_PRECISION  fp32 (default) or bf16: the process-wide precision
 //                         (engine/precision.hpp) for the whole run; peak_frac is then taken
 //                         against the bf16 GEMM peak instead of the SGEMM peak.
-// The sample is a synthetic MVTec-3D-like "good" sample (io/synth, class 0, 256×256, ~70 %
-// valid points), written to a temporary folder as rgb PNG + xyz TIFF so that the whole
-// detect stage reads files exactly like `cmdr-iad detect`. Weights are seeded random with
-// the SPEC sizes (timings do not depend on the values).
+// The sample is a synthetic MVTec-3D-like "good" sample (io/synth, class 0, 256×256; its
+// valid fraction is reported by BM_stage_peaks, see CMDR_BENCH_SAMPLE), written to a temporary
+// folder as rgb PNG + xyz TIFF so that the whole detect stage reads files exactly like `cmdr-iad
+// detect`. Weights are seeded random with the SPEC sizes (timings do not depend on the values).
 //
 // Counters of every stage:
 //   GFLOP        useful FLOPs per iteration: 2·multiply-adds of the dense layers (linear,
@@ -76,6 +79,14 @@ int64_t env_side() {
   CMDR_CHECK(s >= 16 && s % 8 == 0, "CMDR_BENCH_S = '", e,
              "': expected a multiple of 8, at least 16");
   return s;
+}
+
+std::string env_sample_kind() {
+  const char* e = std::getenv("CMDR_BENCH_SAMPLE");
+  const std::string k = e && *e ? e : "object";
+  CMDR_CHECK(k == "object" || k == "full", "CMDR_BENCH_SAMPLE = '", k,
+             "': expected object (plane removed, default) or full (every position valid)");
+  return k;
 }
 
 // The process-wide precision of the run (CMDR_BENCH_PRECISION, default fp32).
@@ -173,12 +184,15 @@ double dec3d_flops(const Decoder3DConfig& c) {
 struct Ctx {
   int64_t side = 224;
   std::string precision;
+  std::string sample_kind;  // "object" | "full"
+
   fs::path dir;
   std::string rgb_png, xyz_tiff;
   Extractors ex;
   std::unique_ptr<Cmdr> model;
-  SampleFeatures feats;  // compact features of the sample
-  Sample sample;         // expanded
+  SampleFeatures feats;    // compact features of the sample
+  Sample sample;           // expanded
+  CompactPatches compact;  // the compact form (as the trainer's cache and detect use)
   std::vector<int64_t> valid_rows;
 };
 
@@ -195,7 +209,13 @@ Ctx& ctx() {
       std::error_code ec;
       fs::remove_all(dir_to_remove, ec);
     });
-    const io::SynthSample s = io::synth_sample(0, "good", 7, 256);
+    // CMDR_BENCH_SAMPLE=object (default): the support plane removed as `preprocess` does
+    // (SPEC 2), so only the object's positions are valid — like a preprocessed MVTec 3D-AD
+    // part; =full: the plane kept, every position valid (the worst case for the
+    // per-position networks, SPEC 10's valid-rows saving is zero).
+    x->sample_kind = env_sample_kind();
+    const io::SynthSample s =
+        io::synth_sample(0, "good", 7, 256, 0, false, x->sample_kind == "object");
     x->rgb_png = (x->dir / "rgb.png").string();
     x->xyz_tiff = (x->dir / "xyz.tiff").string();
     io::write_png(x->rgb_png, s.rgb);
@@ -208,6 +228,9 @@ Ctx& ctx() {
     x->model = std::make_unique<Cmdr>(CmdrConfig::spec(Mode::Fused2D3D, x->side));
     x->feats = extract_features(x->ex, x->rgb_png, x->xyz_tiff, x->side);
     x->sample = expand_features(x->feats, x->ex.rgb_dim(), x->ex.xyz_dim());
+    x->compact = cache_expander(x->side, x->ex.rgb_dim(), x->ex.xyz_dim(),
+                                /*dense=*/false)(to_cache_entry(x->feats))
+                     .compact;
     const Tensor v = x->sample.valid.contiguous();
     for (int64_t i = 0; i < v.numel(); ++i)
       if (v.data()[i] != 0.0f) x->valid_rows.push_back(i);
@@ -268,7 +291,7 @@ void BM_stage_peaks(benchmark::State& st) {
   st.counters["valid_frac"] =
       static_cast<double>(ctx().valid_rows.size()) / static_cast<double>(ctx().side * ctx().side);
   st.counters["points"] = static_cast<double>(ctx().feats.n_valid_points);
-  st.SetLabel(std::string("sha256 ") + sha256_auto_impl_name());
+  st.SetLabel(ctx().sample_kind + " sample, sha256 " + sha256_auto_impl_name());
 }
 BENCHMARK(BM_stage_peaks)->Unit(benchmark::kMillisecond)->Iterations(1);
 
@@ -339,8 +362,49 @@ void BM_stage_assembly(benchmark::State& st) {
 }
 CMDR_STAGE(BM_stage_assembly);
 
-// ---- Networks: forward (eval, no grad, every position as detect) ----
-ag::Var net_forward(Ctx& c, int n, const ag::Var& rgb, const ag::Var& xyz,
+// ---- Networks, one at a time. Arg 1 = 1: the product path (as `detect` /
+// Cmdr::infer(CompactPatches) and Cmdr::train_step(CompactPatches): SPEC 10 restructured
+// first layers on the compact features, per-position layers on the valid rows only);
+// Arg 1 = 0: the literal networks on the dense patches, every row. GFLOP always counts
+// the literal formulation on the rows the path computes (so restructured rates are
+// effective rates). ----
+struct NetInputs {
+  std::vector<int64_t> rows;  // valid rows; empty = every position
+  std::shared_ptr<const ops::CsrMatrix> u_rows, p_rows;
+  ag::Var tokens, groups;
+  Tensor rgb_t, xyz_t, mask;  // targets at the rows used, and the loss mask
+};
+NetInputs net_inputs(Ctx& c) {
+  const CompactPatches& x = c.compact;
+  NetInputs in;
+  if (static_cast<int64_t>(c.valid_rows.size()) < c.side * c.side) in.rows = c.valid_rows;
+  in.u_rows =
+      in.rows.empty() ? x.up : std::make_shared<const ops::CsrMatrix>(x.up->select_rows(in.rows));
+  in.p_rows = in.rows.empty()
+                  ? x.xyz_op
+                  : std::make_shared<const ops::CsrMatrix>(x.xyz_op->select_rows(in.rows));
+  in.tokens = ag::Var(x.rgb_tokens);
+  in.groups = ag::Var(x.group_features);
+  in.rgb_t = x.rgb_rows(in.rows);
+  in.xyz_t = x.xyz_rows(in.rows);
+  in.mask = Tensor::ones({in.rgb_t.size(0)});
+  return in;
+}
+// The product path's output of network n (rows: valid rows, Dec3D: every row).
+ag::Var net_product(Ctx& c, const NetInputs& in, int n) {
+  Cmdr& m = *c.model;
+  switch (n) {
+    case kMap2Dto3D:
+      return m.map2Dto3D->forward_sparse(in.u_rows, in.tokens);
+    case kMap3Dto2D:
+      return m.map3Dto2D->forward_sparse(in.p_rows, in.groups);
+    case kDec2D:
+      return m.dec2d->forward_sparse(c.compact.up, in.tokens, in.rows);
+    default:
+      return m.dec3d->forward_sparse(c.compact.xyz_op, in.groups);
+  }
+}
+ag::Var net_literal(Ctx& c, int n, const ag::Var& rgb, const ag::Var& xyz,
                     const std::vector<int64_t>* rows) {
   Cmdr& m = *c.model;
   switch (n) {
@@ -369,30 +433,39 @@ double net_flops(const Ctx& c, int n, int64_t rows) {
   }
 }
 
+// Forward, eval mode, no gradient.
 void BM_stage_net_forward(benchmark::State& st) {
   Ctx& c = ctx();
   const int n = static_cast<int>(st.range(0));
+  const bool product = st.range(1) == 1;
   ag::Module* m = c.model->net(static_cast<Net>(n));
   m->eval();
   const ag::Var rgb(c.sample.rgb), xyz(c.sample.xyz);
-  run_stage(st, net_flops(c, n, c.side * c.side), [&] {
+  const NetInputs in = net_inputs(c);
+  const int64_t rows = product && n != kDec3D && !in.rows.empty()
+                           ? static_cast<int64_t>(in.rows.size())
+                           : c.side * c.side;
+  run_stage(st, net_flops(c, n, rows), [&] {
     ag::NoGrad ng;
-    benchmark::DoNotOptimize(net_forward(c, n, rgb, xyz, nullptr).value().data());
+    benchmark::DoNotOptimize(
+        (product ? net_product(c, in, n) : net_literal(c, n, rgb, xyz, nullptr)).value().data());
   });
   m->train();
-  st.SetLabel(std::string(kNetNames[static_cast<std::size_t>(n)]) + " forward " + c.precision);
+  st.SetLabel(std::string(kNetNames[static_cast<std::size_t>(n)]) + " forward " +
+              (product ? "product " : "literal ") + c.precision);
 }
 BENCHMARK(BM_stage_net_forward)
-    ->DenseRange(0, 3)
+    ->ArgsProduct({{0, 1, 2, 3}, {1, 0}})
     ->Unit(benchmark::kMillisecond)
     ->UseManualTime()
     ->Iterations(2);
 
-// ---- Networks: forward + loss + backward (train mode, rows as Cmdr::train_step: the
-// per-position networks on the valid rows only, SPEC 10; no optimizer step) ----
+// Forward + masked cosine loss + backward, train mode, no optimizer step. Both paths use
+// the valid rows only for the per-position networks, as Cmdr::train_step does.
 void BM_stage_net_train(benchmark::State& st) {
   Ctx& c = ctx();
   const int n = static_cast<int>(st.range(0));
+  const bool product = st.range(1) == 1;
   ag::Module* m = c.model->net(static_cast<Net>(n));
   m->train();
   const std::vector<int64_t>& rows = c.valid_rows;
@@ -402,21 +475,30 @@ void BM_stage_net_train(benchmark::State& st) {
   const ag::Var xyz_sel(sel ? ops::index_select_forward(c.sample.xyz, rows) : c.sample.xyz);
   const Tensor sel_valid = Tensor::ones({static_cast<int64_t>(rows.size())});
   const int64_t nrows = sel ? static_cast<int64_t>(rows.size()) : c.side * c.side;
+  const NetInputs in = net_inputs(c);
   run_stage(st, 3 * net_flops(c, n, nrows), [&] {
     m->zero_grad();
     ag::Var out, target;
-    if (n == kMap2Dto3D) out = net_forward(c, n, rgb_sel, xyz_sel, nullptr), target = xyz_sel;
-    if (n == kMap3Dto2D) out = net_forward(c, n, rgb_sel, xyz_sel, nullptr), target = rgb_sel;
-    if (n == kDec2D) out = net_forward(c, n, rgb, xyz, sel ? &rows : nullptr), target = rgb_sel;
-    if (n == kDec3D) out = net_forward(c, n, rgb, xyz, nullptr), target = xyz;
+    if (product) {
+      out = net_product(c, in, n);
+      target = ag::Var(n == kMap2Dto3D || n == kDec3D ? in.xyz_t : in.rgb_t);
+      if (n == kDec3D && !in.rows.empty()) out = ag::index_select(out, in.rows);
+      ag::backward(masked_cosine_loss(out, target, in.mask));
+      return;
+    }
+    if (n == kMap2Dto3D) out = net_literal(c, n, rgb_sel, xyz_sel, nullptr), target = xyz_sel;
+    if (n == kMap3Dto2D) out = net_literal(c, n, rgb_sel, xyz_sel, nullptr), target = rgb_sel;
+    if (n == kDec2D) out = net_literal(c, n, rgb, xyz, sel ? &rows : nullptr), target = rgb_sel;
+    if (n == kDec3D) out = net_literal(c, n, rgb, xyz, nullptr), target = xyz;
     ag::Var loss = masked_cosine_loss(out, target, sel ? sel_valid : c.sample.valid);
     ag::backward(loss);
   });
   m->zero_grad();
-  st.SetLabel(std::string(kNetNames[static_cast<std::size_t>(n)]) + " fwd+bwd " + c.precision);
+  st.SetLabel(std::string(kNetNames[static_cast<std::size_t>(n)]) + " fwd+bwd " +
+              (product ? "product " : "literal ") + c.precision);
 }
 BENCHMARK(BM_stage_net_train)
-    ->DenseRange(0, 3)
+    ->ArgsProduct({{0, 1, 2, 3}, {1, 0}})
     ->Unit(benchmark::kMillisecond)
     ->UseManualTime()
     ->Iterations(2);
@@ -442,10 +524,11 @@ CMDR_STAGE(BM_stage_fusion);
 // assembly → networks → fusion → score, through score_sample as `detect` calls it ----
 void BM_stage_detect(benchmark::State& st) {
   Ctx& c = ctx();
-  const int64_t L = c.side * c.side;
+  // Useful work: the literal formulation at the valid rows (what the output needs).
+  const int64_t rows = static_cast<int64_t>(c.valid_rows.size());
   const double flops = dino_vit_flops(c.ex.vit->cfg) + point_mae_flops(c.ex.pmae->cfg) +
-                       net_flops(c, 0, L) + net_flops(c, 1, L) + net_flops(c, 2, L) +
-                       net_flops(c, 3, L);
+                       net_flops(c, 0, rows) + net_flops(c, 1, rows) + net_flops(c, 2, rows) +
+                       net_flops(c, 3, rows);
   StageTimes t;
   run_stage(st, flops, [&] {
     ScoredSample r = score_sample(*c.model, c.ex, c.rgb_png, c.xyz_tiff);
