@@ -452,7 +452,7 @@ CmdrOutputs Cmdr::infer(const Tensor& rgb, const Tensor& xyz, const Tensor& vali
   return out;
 }
 
-CmdrOutputs Cmdr::infer(const CompactPatches& x, Mode mode, bool all_rows) {
+CmdrOutputs Cmdr::infer(const CompactPatches& x, Mode mode, bool all_rows, bool keep_outputs) {
   CMDR_CHECK(!mode_uses_mapping(mode) || (has(kMap2Dto3D) && has(kMap3Dto2D)), "Cmdr::infer: mode ",
              mode_name(mode), " needs the mapping networks, the model is ", mode_name(cfg_.mode));
   CMDR_CHECK(!mode_uses_dec2d(mode) || has(kDec2D), "Cmdr::infer: mode ", mode_name(mode),
@@ -478,6 +478,15 @@ CmdrOutputs Cmdr::infer(const CompactPatches& x, Mode mode, bool all_rows) {
   auto scatter = [&](const ag::Var& y) {
     return rows.empty() ? y.value() : ops::index_add_forward(y.value(), rows, l);
   };
+  // Error map of a per-position network's output at `rows` (0 elsewhere) against the target;
+  // the output is kept (scattered to [S², C]) only when asked for.
+  auto error_of = [&](const ag::Var& y, const Tensor& target, Tensor* keep) {
+    if (keep) {
+      *keep = scatter(y);
+      return error_map(*keep, target, s);
+    }
+    return error_map_rows(y.value(), rows, target, s);
+  };
   // The dense patches only for the error maps (cheap: a few operator entries per row).
   const Tensor rgb = mode_uses_mapping(mode) || mode_uses_dec2d(mode) ? x.rgb_rows() : Tensor();
   const Tensor xyz = mode_uses_mapping(mode) || mode_uses_dec3d(mode) ? x.xyz_rows() : Tensor();
@@ -488,18 +497,20 @@ CmdrOutputs Cmdr::infer(const CompactPatches& x, Mode mode, bool all_rows) {
       u = std::make_shared<const CsrMatrix>(x.up->select_rows(rows));
       p = std::make_shared<const CsrMatrix>(x.xyz_op->select_rows(rows));
     }
-    out.mapped_3d = scatter(map2Dto3D->forward_sparse(u, tokens));  // [S², xyz_dim]
-    out.mapped_2d = scatter(map3Dto2D->forward_sparse(p, groups));  // [S², rgb_dim]
-    fi.d_map2d = error_map(out.mapped_2d, rgb, s);
-    fi.d_map3d = error_map(out.mapped_3d, xyz, s);
+    // map3d = mapped_3d vs xyz (map2Dto3D), map2d = mapped_2d vs rgb (map3Dto2D).
+    fi.d_map3d = error_of(map2Dto3D->forward_sparse(u, tokens), xyz,
+                          keep_outputs ? &out.mapped_3d : nullptr);  // [S², xyz_dim]
+    fi.d_map2d = error_of(map3Dto2D->forward_sparse(p, groups), rgb,
+                          keep_outputs ? &out.mapped_2d : nullptr);  // [S², rgb_dim]
   }
   if (mode_uses_dec2d(mode)) {
-    out.recon_2d = scatter(dec2d->forward_sparse(x.up, tokens, rows));  // [S², rgb_dim]
-    fi.d_rec2d = error_map(out.recon_2d, rgb, s);
+    fi.d_rec2d = error_of(dec2d->forward_sparse(x.up, tokens, rows), rgb,
+                          keep_outputs ? &out.recon_2d : nullptr);  // [S², rgb_dim]
   }
   if (mode_uses_dec3d(mode)) {
-    out.recon_3d = dec3d->forward_sparse(x.xyz_op, groups).value();  // [S², xyz_dim]
-    fi.d_rec3d = error_map(out.recon_3d, xyz, s);
+    const Tensor y = dec3d->forward_sparse(x.xyz_op, groups).value();  // [S², xyz_dim]
+    fi.d_rec3d = error_map(y, xyz, s);
+    if (keep_outputs) out.recon_3d = y;
   }
   out.fusion = fuse(fi, mode);
   return out;

@@ -125,7 +125,12 @@ class Cmdr {
   // all_rows = false: the per-position networks run only at valid positions, and
   // mapped_2d / mapped_3d / recon_2d hold 0 at invalid rows (fused maps and score
   // unchanged). all_rows = true (`score --dump`): every row computed, as the literal path.
-  CmdrOutputs infer(const CompactPatches& x, Mode mode, bool all_rows = false);
+  // keep_outputs = false (detect / evaluate): mapped_* / recon_* are not returned; each
+  // network's output is turned into its error map and freed at once, and the error maps of
+  // the per-position networks are formed from the valid rows directly (no [S², C]
+  // scatter) — same maps and score, bit for bit, a lower peak.
+  CmdrOutputs infer(const CompactPatches& x, Mode mode, bool all_rows = false,
+                    bool keep_outputs = true);
 
   std::unique_ptr<FeatureMappingMLP> map2Dto3D, map3Dto2D;
   std::unique_ptr<Decoder2D> dec2d;

@@ -42,36 +42,61 @@ bool mode_uses_dec3d(Mode m) {
   return m != Mode::Only2D;
 }
 
+namespace {
+// e(x, y) at one position; x == nullptr is the zero vector (x/max(‖x‖,1e-12) = 0 exactly, so
+// the difference is −y/‖y‖ as the scattered computation forms it).
+float position_error(const float* x, const float* y, int64_t c) {
+  double sx = 0.0, sy = 0.0;
+  for (int64_t i = 0; i < c; ++i) {
+    if (x) sx += static_cast<double>(x[i]) * x[i];
+    sy += static_cast<double>(y[i]) * y[i];
+  }
+  const float nx = std::max(static_cast<float>(std::sqrt(sx)), 1e-12f);
+  const float ny = std::max(static_cast<float>(std::sqrt(sy)), 1e-12f);
+  double s = 0.0;
+  for (int64_t i = 0; i < c; ++i) {
+    const float d = (x ? x[i] : 0.0f) / nx - y[i] / ny;
+    s += static_cast<double>(d) * d;
+  }
+  return static_cast<float>(std::sqrt(s));
+}
+}  // namespace
+
 Tensor error_map(const Tensor& a, const Tensor& b, int64_t side) {
   CMDR_CHECK(a.dim() == 2 && a.shape() == b.shape(), "error_map: a ", a.str(), " vs b ", b.str(),
              ": expected equal [S², C] shapes");
-  CMDR_CHECK(a.size(0) == side * side, "error_map: a ", a.str(), " has ", a.size(0),
-             " positions, side ", side, " needs ", side * side);
-  const Tensor ac = a.contiguous(), bc = b.contiguous();
-  const int64_t n = a.size(0), c = a.size(1);
+  return error_map_rows(a, {}, b, side);
+}
+
+Tensor error_map_rows(const Tensor& a_rows, const std::vector<int64_t>& rows, const Tensor& b,
+                      int64_t side) {
+  CMDR_CHECK(b.dim() == 2 && b.size(0) == side * side, "error_map: b ", b.str(), " has ",
+             b.dim() == 2 ? b.size(0) : -1, " positions, side ", side, " needs ", side * side);
+  const int64_t n = b.size(0), c = b.size(1);
+  const int64_t na = rows.empty() ? n : static_cast<int64_t>(rows.size());
+  CMDR_CHECK(a_rows.dim() == 2 && a_rows.size(0) == na && a_rows.size(1) == c, "error_map: a ",
+             a_rows.str(), " vs b ", b.str(), ": expected [", na, ", ", c, "] (",
+             rows.empty() ? "every position" : "the rows given", ")");
+  const Tensor ac = a_rows.contiguous(), bc = b.contiguous();
   Tensor out = Tensor::empty({side, side});
   const float* pa = ac.data();
   const float* pb = bc.data();
   float* po = out.data();
+  // Where position p's row of a is (or -1: the zero vector).
+  std::vector<int64_t> where;
+  if (!rows.empty()) {
+    where.assign(static_cast<std::size_t>(n), -1);
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+      CMDR_CHECK(rows[k] >= 0 && rows[k] < n, "error_map: row ", rows[k], " outside [0, ", n, ")");
+      where[static_cast<std::size_t>(rows[k])] = static_cast<int64_t>(k);
+    }
+  }
   // Per position: normalise both vectors (eps 1e-12, as F.normalize) and take the norm of
   // the difference. Norms accumulate in double; the difference is formed in float.
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < n; ++p) {
-    const float* x = pa + p * c;
-    const float* y = pb + p * c;
-    double sx = 0.0, sy = 0.0;
-    for (int64_t i = 0; i < c; ++i) {
-      sx += static_cast<double>(x[i]) * x[i];
-      sy += static_cast<double>(y[i]) * y[i];
-    }
-    const float nx = std::max(static_cast<float>(std::sqrt(sx)), 1e-12f);
-    const float ny = std::max(static_cast<float>(std::sqrt(sy)), 1e-12f);
-    double s = 0.0;
-    for (int64_t i = 0; i < c; ++i) {
-      const float d = x[i] / nx - y[i] / ny;
-      s += static_cast<double>(d) * d;
-    }
-    po[p] = static_cast<float>(std::sqrt(s));
+    const int64_t k = rows.empty() ? p : where[static_cast<std::size_t>(p)];
+    po[p] = position_error(k < 0 ? nullptr : pa + k * c, pb + p * c, c);
   }
   return out;
 }

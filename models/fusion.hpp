@@ -3,6 +3,7 @@
 // (no autograd, no networks): the networks' outputs go in as per-position error maps.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.hpp"
 
@@ -20,6 +21,11 @@ bool mode_uses_dec3d(Mode m);
 // e(a, b) = ‖a/max(‖a‖,1e-12) − b/max(‖b‖,1e-12)‖₂ per position (SPEC 7).
 // a, b [S², C] -> [side, side].
 Tensor error_map(const Tensor& a, const Tensor& b, int64_t side);
+// The same map when a is known only at `rows` (a_rows [n, C], row k = position rows[k]) and
+// is the zero vector elsewhere — bit-identical to error_map on the scattered a, without
+// the [S², C] scatter. rows empty: a_rows holds every position (= error_map).
+Tensor error_map_rows(const Tensor& a_rows, const std::vector<int64_t>& rows, const Tensor& b,
+                      int64_t side);
 
 // box_k: k×k mean filter, zero padding, same size, divides by k² everywhere (SPEC 7).
 // x [H, W] -> [H, W].

@@ -214,7 +214,9 @@ ScoredSample score_features(Cmdr& model, SampleFeatures f, const std::string& rg
     ProfileScope p("stage.networks+fusion");
     // Restructured networks; valid rows only, except for the dump (every row, so that
     // mapped_* / recon_2d match the literal computation at invalid rows too).
-    r.out = model.infer(s.compact, use, /*all_rows=*/keep_expanded);
+    // Outputs kept only for the dump; detect / evaluate need the maps and the score.
+    r.out = model.infer(s.compact, use, /*all_rows=*/keep_expanded,
+                        /*keep_outputs=*/keep_expanded);
   }
   r.t.networks += ms_since(t0);
   r.mode_used = r.out.fusion.mode_used;

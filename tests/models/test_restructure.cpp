@@ -6,7 +6,9 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -194,4 +196,44 @@ TEST_CASE("restructure: inference at valid rows gives the literal maps and score
     }
   }
   CHECK_THROWS_AS(Cmdr(test::small_config(24)).infer(x, Mode::Fused2D3D), Error);
+}
+
+TEST_CASE(
+    "restructure: inference without kept outputs gives the same maps and score, bit for bit") {
+  const CompactPatches x = random_compact(8);
+  Cmdr m(test::small_config(kSide));
+  auto same_bits = [](const Tensor& a, const Tensor& b) {
+    if (a.defined() != b.defined()) return false;
+    if (!a.defined()) return true;
+    const std::vector<float> va = a.to_vector(), vb = b.to_vector();
+    return va.size() == vb.size() &&
+           std::memcmp(va.data(), vb.data(), va.size() * sizeof(float)) == 0;
+  };
+  for (Mode mode : {Mode::Fused2D3D, Mode::Only2D, Mode::Only3D, Mode::MapOnly, Mode::RecOnly}) {
+    CAPTURE(mode_name(mode));
+    const CmdrOutputs kept = m.infer(x, mode, false, true);
+    const CmdrOutputs lean = m.infer(x, mode, false, false);
+    CHECK(!lean.mapped_2d.defined());
+    CHECK(!lean.mapped_3d.defined());
+    CHECK(!lean.recon_2d.defined());
+    CHECK(!lean.recon_3d.defined());
+    const FusionResult &a = kept.fusion, &b = lean.fusion;
+    CHECK(same_bits(a.d_map2d, b.d_map2d));
+    CHECK(same_bits(a.d_map3d, b.d_map3d));
+    CHECK(same_bits(a.d_rec2d, b.d_rec2d));
+    CHECK(same_bits(a.d_rec3d, b.d_rec3d));
+    CHECK(same_bits(a.pixel_map, b.pixel_map));
+    CHECK(std::bit_cast<uint32_t>(a.image_score) == std::bit_cast<uint32_t>(b.image_score));
+  }
+  // error_map_rows against error_map on the scattered rows (zero vectors elsewhere).
+  Rng rng(5);
+  Tensor a_rows = Tensor::empty({3, 4}), b = Tensor::empty({9, 4});
+  rng.fill_normal(a_rows, 0, 1);
+  rng.fill_normal(b, 0, 1);
+  const std::vector<int64_t> rows = {1, 4, 8};
+  Tensor full = Tensor::zeros({9, 4});
+  for (int k = 0; k < 3; ++k) full.select(0, rows[k]).copy_(a_rows.select(0, k));
+  CHECK(same_bits(error_map_rows(a_rows, rows, b, 3), error_map(full, b, 3)));
+  CHECK_THROWS_AS(error_map_rows(a_rows, {1, 4}, b, 3), Error);
+  CHECK_THROWS_AS(error_map_rows(a_rows, {1, 4, 9}, b, 3), Error);
 }
