@@ -194,25 +194,27 @@ void backward(const Var& root, const Tensor& seed, bool retain_graph) {
              seed.defined() ? seed.str() : std::string("(undefined)"), " vs root ", r->value.str(),
              " (", r->name(), ")");
 
-  // Post-order DFS with an explicit stack; reversed, every node precedes its inputs.
-  std::vector<Node*> order;
+  // Post-order DFS with an explicit stack; reversed, every node precedes its inputs. The
+  // order owns one reference per node, so nodes can be unlinked while it is walked.
+  std::vector<std::shared_ptr<Node>> order;
   std::unordered_set<Node*> visited{r};
-  std::vector<std::pair<Node*, std::size_t>> stack{{r, 0}};
+  std::vector<std::pair<std::shared_ptr<Node>, std::size_t>> stack{{root.node(), 0}};
   while (!stack.empty()) {
-    Node* n = stack.back().first;
+    Node* n = stack.back().first.get();
     std::size_t& i = stack.back().second;
     if (i < n->inputs.size()) {
-      Node* c = n->inputs[i++].get();
-      if (c != nullptr && c->requires_grad && visited.insert(c).second) stack.push_back({c, 0});
+      const std::shared_ptr<Node>& c = n->inputs[i++];
+      if (c != nullptr && c->requires_grad && visited.insert(c.get()).second)
+        stack.push_back({c, 0});
     } else {
-      order.push_back(n);
+      order.push_back(std::move(stack.back().first));
       stack.pop_back();
     }
   }
 
   // Refuse before touching any gradient, so a failed call leaves .grad unchanged.
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    const Node* n = *it;  // root first: the error names the op nearest the root
+    const Node* n = it->get();  // root first: the error names the op nearest the root
     CMDR_CHECK(n->is_leaf || !n->released, "backward: trying to backward through the ",
                "graph a second time: the saved tensors of ", n->name(), " (output ", n->value.str(),
                ") were freed by a previous backward; pass retain_graph=true to ",
@@ -221,46 +223,85 @@ void backward(const Var& root, const Tensor& seed, bool retain_graph) {
 
   std::unordered_map<Node*, Tensor> pending;
   pending.emplace(r, seed);
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    Node* n = *it;
+  for (std::size_t idx = order.size(); idx-- > 0;) {
+    Node* n = order[idx].get();
     auto p = pending.find(n);
-    if (p == pending.end()) continue;  // no gradient flowed here
-    Tensor g = std::move(p->second);
-    pending.erase(p);
-    if (n->is_leaf) {
-      accumulate_into(n->grad, g, *n);
-      continue;
+    if (p != pending.end()) {  // else no gradient flowed here
+      Tensor g = std::move(p->second);
+      pending.erase(p);
+      if (n->is_leaf) {
+        accumulate_into(n->grad, g, *n);
+      } else {
+        if (n->retain_grad) accumulate_into(n->grad, g, *n);
+        CMDR_CHECK(static_cast<bool>(n->backward_fn), "backward: ", n->name(), " has no backward");
+        Grads gi = n->backward_fn(g);
+        CMDR_CHECK(gi.size() == n->inputs.size(), "backward: ", n->name(), " returned ", gi.size(),
+                   " gradients for ", n->inputs.size(), " inputs");
+        for (std::size_t k = 0; k < gi.size(); ++k) {
+          Node* c = n->inputs[k].get();
+          if (c == nullptr || !c->requires_grad || !gi[k].defined()) continue;
+          CMDR_CHECK(gi[k].shape() == c->value.shape(), "backward: ", n->name(),
+                     " produced a gradient of shape ", gi[k].str(), " for input ", k, " of shape ",
+                     c->value.str());
+          auto [slot, inserted] = pending.try_emplace(c, gi[k]);
+          if (!inserted) slot->second = add_same_shape(slot->second, gi[k]);
+        }
+      }
     }
-    if (n->retain_grad) accumulate_into(n->grad, g, *n);
-    CMDR_CHECK(static_cast<bool>(n->backward_fn), "backward: ", n->name(), " has no backward");
-    Grads gi = n->backward_fn(g);
-    CMDR_CHECK(gi.size() == n->inputs.size(), "backward: ", n->name(), " returned ", gi.size(),
-               " gradients for ", n->inputs.size(), " inputs");
-    for (std::size_t k = 0; k < gi.size(); ++k) {
-      Node* c = n->inputs[k].get();
-      if (c == nullptr || !c->requires_grad || !gi[k].defined()) continue;
-      CMDR_CHECK(gi[k].shape() == c->value.shape(), "backward: ", n->name(),
-                 " produced a gradient of shape ", gi[k].str(), " for input ", k, " of shape ",
-                 c->value.str());
-      auto [slot, inserted] = pending.try_emplace(c, gi[k]);
-      if (!inserted) slot->second = add_same_shape(slot->second, gi[k]);
-    }
-  }
-  if (!retain_graph) {
-    // Free the saved tensors and unlink the graph, so the activations of interior nodes
-    // nobody holds a Var to are freed now even while the caller keeps the loss Var. The
-    // unlinked input pointers are parked until the loop ends (they may own nodes that are
-    // still in `order`). A released node keeps its flag: backward through it again throws.
-    std::vector<std::shared_ptr<Node>> unlinked;
-    for (Node* n : order) {
-      if (n->is_leaf) continue;
+    if (!retain_graph && !n->is_leaf) {
+      // Every consumer of n came before it, so n receives no more gradient: free its saved
+      // tensors and unlink it now, and drop the order's reference — an interior node
+      // nobody else holds a Var to (its activation) is freed here, during the backward
+      // rather than after it (issue 8: the backward's peak). Its inputs stay alive through
+      // their own entries in `order`. A released node keeps its flag: backward through it
+      // again throws.
       n->backward_fn = nullptr;
       n->released = true;
-      for (auto& in : n->inputs) unlinked.push_back(std::move(in));
       n->inputs.clear();
     }
-    while (!unlinked.empty()) unlinked.pop_back();  // each ~Node is iterative (see above)
+    order[idx].reset();
   }
+}
+
+// ---- recomputation -----------------------------------------------------------------------------
+
+Var checkpoint(const std::function<Var(const Var&)>& f, const Var& x, Rng* rng) {
+  CMDR_CHECK(x.defined(), "checkpoint: undefined input");
+  if (!t_grad_enabled) return f(x);
+  const Rng before = rng ? *rng : Rng();
+  Tensor y;
+  {
+    NoGrad ng;
+    y = f(Var(x.value())).value();
+  }
+  const Tensor xv = x.value();
+  const bool nx = needs(x);
+  return make_result(std::move(y), ops::Op::kCount, "checkpoint", {x},
+                     [f, xv, nx, rng, before](const Tensor& dy) {
+                       Var xi(xv, nx);
+                       Var yi;
+                       {
+                         // Record the recomputation (the backward may run without grad mode).
+                         struct GradOn {
+                           bool prev = t_grad_enabled;
+                           GradOn() { t_grad_enabled = true; }
+                           ~GradOn() { t_grad_enabled = prev; }
+                         } on;
+                         const Rng after = rng ? *rng : Rng();
+                         if (rng) *rng = before;
+                         try {
+                           yi = f(xi);
+                         } catch (...) {
+                           if (rng) *rng = after;
+                           throw;
+                         }
+                         if (rng) *rng = after;
+                       }
+                       CMDR_CHECK(yi.shape() == dy.shape(), "checkpoint: the recomputation gave ",
+                                  yi.value().str(), ", the forward ", dy.str());
+                       if (yi.requires_grad()) backward(yi, dy);
+                       return Grads{nx ? xi.grad() : Tensor()};
+                     });
 }
 
 // ---- dense -------------------------------------------------------------------------------------

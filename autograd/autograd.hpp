@@ -75,6 +75,17 @@ class NoGrad {  // RAII: disables recording in this thread for its lifetime
   bool prev_;
 };
 
+// Recomputation (activation checkpointing; issue 8, the training step's peak memory):
+// y = f(x) is computed without recording, so none of f's intermediate activations is kept;
+// only x is saved. The backward recomputes f(x) with recording and backpropagates dy
+// through it: parameters f uses get their gradients from that nested backward, x gets dx.
+// Same ops in the same order, so values and gradients are bit-identical to calling f
+// directly. Random draws in f (dropout) repeat exactly: `rng` (if given, the generator f
+// draws from) is reset to its state before the forward for the recomputation and put back
+// afterwards. f must have no other side effects (BatchNorm running statistics would update
+// twice). Without grad mode this is f(x).
+Var checkpoint(const std::function<Var(const Var&)>& f, const Var& x, Rng* rng);
+
 // ---- differentiable functions (thin wrappers over ops::*_forward / *_backward) ---------
 Var linear(const Var& x, const Var& weight, const Var& bias);  // bias may be undefined
 Var matmul(const Var& a, const Var& b, bool trans_a = false, bool trans_b = false);

@@ -107,7 +107,17 @@ ag::Var Decoder2D::forward(const ag::Var& x) {
 ag::Var Decoder2D::forward_rows(const ag::Var& x, const std::vector<int64_t>& rows) {
   CMDR_CHECK(x.shape().size() == 2 && x.shape()[1] == cfg.dim, "Decoder2D: x ",
              shape_str(x.shape()), ": expected [S², ", cfg.dim, "]");
-  return decode(projection.forward(x), rows);  // projection: [L, r]
+  ag::Var h = projection[0].forward(x);  // [L, r]
+  return decode(projection_tail(h), rows);
+}
+
+ag::Var Decoder2D::projection_tail(const ag::Var& h0) {
+  auto tail = [this](const ag::Var& v) {
+    ag::Var h = v;
+    for (std::size_t i = 1; i < projection.size(); ++i) h = projection[i].forward(h);
+    return h;
+  };
+  return cfg.recompute ? ag::checkpoint(tail, h0, &drop_rng_) : tail(h0);
 }
 
 ag::Var Decoder2D::forward_sparse(const std::shared_ptr<const ops::CsrMatrix>& u,
@@ -115,8 +125,7 @@ ag::Var Decoder2D::forward_sparse(const std::shared_ptr<const ops::CsrMatrix>& u
   CMDR_CHECK(tokens.shape().size() == 2 && tokens.shape()[1] == cfg.dim, "Decoder2D: tokens ",
              shape_str(tokens.shape()), ": expected [g², ", cfg.dim, "]");
   ag::Var h = linear_after_operator(dynamic_cast<ag::Linear&>(projection[0]), u, tokens);
-  for (std::size_t i = 1; i < projection.size(); ++i) h = projection[i].forward(h);  // [L, r]
-  return decode(h, rows);
+  return decode(projection_tail(h), rows);  // [L, r]
 }
 
 ag::Var Decoder2D::decode(const ag::Var& h_in, const std::vector<int64_t>& rows) {
@@ -124,7 +133,8 @@ ag::Var Decoder2D::decode(const ag::Var& h_in, const std::vector<int64_t>& rows)
   const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(len))));
   CMDR_CHECK(side * side == len, "Decoder2D: ", len, " tokens is not a square S×S grid");
   const int64_t r = cfg.hidden;
-  ag::Var h = attn.forward(h_in);  // [L, r]
+  auto block = [this](const ag::Var& v) { return attn.forward(v); };
+  ag::Var h = cfg.recompute ? ag::checkpoint(block, h_in, &drop_rng_) : block(h_in);  // [L, r]
   // Tokens -> r×S×S image (token t = row-major pixel), decode, and back to tokens.
   ag::Var img = ag::permute(ag::reshape(h, {1, side, side, r}), {0, 3, 1, 2});  // [1,r,S,S]
   img = conv_decoder.forward(img);                                              // [1,r,S,S]

@@ -25,6 +25,11 @@ struct Decoder2DConfig {
   int64_t conv2 = 128;        // conv_decoder.3 output
   int64_t rec_hidden = 1536;  // reconstruct.0 output
   float p_drop = 0.1f;        // every Dropout, attention probabilities included
+  // Training memory (issue 8): the projection tail (after its first Linear) and the
+  // attention block are recomputed in the backward (ag::checkpoint) instead of keeping
+  // their activations — ~2.5 GB less at S = 224 for one extra forward of those layers.
+  // Same values and gradients bit for bit; a run-time choice, not part of the checkpoint.
+  bool recompute = true;
   static Decoder2DConfig spec() { return {}; }
 };
 
@@ -78,6 +83,9 @@ class Decoder2D : public ag::Module {
  private:
   // Everything after `projection`: h [S², r] -> [rows.size() or S², dim].
   ag::Var decode(const ag::Var& h, const std::vector<int64_t>& rows);
+  // projection[1..] (GELU, LN, Drop, Linear, GELU, LN), recomputed in the backward when
+  // cfg.recompute.
+  ag::Var projection_tail(const ag::Var& h0);
 
  public:
  private:
