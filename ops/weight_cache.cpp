@@ -75,12 +75,10 @@ void on_release(uint64_t id) {
   c.by_id.erase(it);
 }
 
+// (Re-)installed on every caching call, not once: a test may swap the process-wide hook
+// for its own and reset it afterwards.
 void install_hook() {
-  static const bool once = [] {
-    set_storage_release_hook(&on_release);
-    return true;
-  }();
-  (void)once;
+  set_storage_release_hook(&on_release);
 }
 
 // Evicts least recently used entries until `need` more bytes fit. Caller holds the lock.
