@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "engine/error.hpp"
+#include "ops/ops.hpp"
 
 namespace cmdr::ag {
 
@@ -298,7 +299,22 @@ Var Dropout::forward(const Var& x) {
 
 Var Sequential::forward(const Var& x) {
   Var h = x;
-  for (auto& l : layers_) h = l->forward(h);
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    // Linear directly followed by GELU with nothing to record (NoGrad, or no input needs a
+    // gradient): one fused op, the GELU a post-op of the GEMM (issue 8 item 2).
+    auto* lin = dynamic_cast<Linear*>(layers_[i].get());
+    if (lin != nullptr && i + 1 < layers_.size() &&
+        dynamic_cast<GELU*>(layers_[i + 1].get()) != nullptr) {
+      auto needs = [](const Var& v) { return v.defined() && v.requires_grad(); };
+      if (!grad_enabled() || !(needs(h) || needs(lin->weight) || needs(lin->bias))) {
+        h = Var(ops::linear_gelu_forward(h.value(), lin->weight.value(),
+                                         lin->bias.defined() ? lin->bias.value() : Tensor()));
+        ++i;
+        continue;
+      }
+    }
+    h = layers_[i]->forward(h);
+  }
   return h;
 }
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "engine/storage.hpp"
 #include "engine/tensor.hpp"
 #include "ops/ops.hpp"
+#include "ops/weight_cache.hpp"
 
 using namespace cmdr;
 
@@ -318,5 +320,27 @@ static void BM_linear_gelu(benchmark::State& st) {
 BENCHMARK(BM_linear_gelu)
     ->ArgsProduct({{785}, {768}, {3072}, {0, 1}})
     ->ArgsProduct({{50176}, {960}, {960}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Weight cache (issue 8 item 2, ops/weight_cache.hpp): linear forward with the weight
+// prepared per call (mode 0: plain weights, the cache disabled — oneDNN packs / the bf16 path
+// rounds the weight on every call) vs prepared once and reused (mode 1: the inference case,
+// same weight tensor every call). Shapes: ViT qkv 785×768→2304, a 50176-row MLP 960→960.
+// Args: M, K, N, mode, precision (0 fp32, 1 bf16).
+static void BM_linear_weight_cache(benchmark::State& st) {
+  const int64_t M = st.range(0), K = st.range(1), N = st.range(2), mode = st.range(3);
+  PrecisionScope ps(st.range(4) ? Precision::BF16 : Precision::FP32);
+  Tensor x = rnd({M, K}, 1), w = rnd({N, K}, 2), b = rnd({N}, 3);
+  std::unique_ptr<ops::weight_cache::Disable> off;
+  if (mode == 0) off = std::make_unique<ops::weight_cache::Disable>();
+  run(st, 2.0 * M * N * K, [&] { benchmark::DoNotOptimize(ops::linear_forward(x, w, b)); });
+  st.counters["cache_MiB"] =
+      static_cast<double>(ops::weight_cache::stats().bytes) / static_cast<double>(1 << 20);
+  st.SetLabel(std::string(mode == 0 ? "uncached " : "cached ") + precision_name(precision()));
+}
+BENCHMARK(BM_linear_weight_cache)
+    ->ArgsProduct({{785}, {768}, {2304}, {0, 1}, {0, 1}})
+    ->ArgsProduct({{50176}, {960}, {960}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

@@ -308,8 +308,7 @@ PointMaeOutput point_mae_forward(const PointMae& m, const Tensor& points, PointM
   Tensor x = point_mae_encoder_forward(m, nb);  // [G, dim]
   nb = Tensor();
   // 4. pos = Linear, GELU, Linear on the centres
-  Tensor pos = ops::linear_forward(out.centers, m.pos_embed_0_weight, m.pos_embed_0_bias);
-  pos = ops::gelu_forward(pos);
+  Tensor pos = ops::linear_gelu_forward(out.centers, m.pos_embed_0_weight, m.pos_embed_0_bias);
   pos = ops::linear_forward(pos, m.pos_embed_2_weight, m.pos_embed_2_bias);
   if (trace) {
     trace->tokens = x;

@@ -32,9 +32,9 @@ Tensor transformer_block_forward(const Tensor& x, const TransformerBlock& b, int
   Tensor x1 = ops::add_forward(x, a);
   a = Tensor();
   h = ops::layer_norm_forward(x1, b.norm2_weight, b.norm2_bias, eps);
-  Tensor f = ops::linear_forward(h, b.mlp_fc1_weight, b.mlp_fc1_bias);
+  // fc1 + GELU fused (bias and GELU as oneDNN post-ops, issue 8): f is written once.
+  Tensor f = ops::linear_gelu_forward(h, b.mlp_fc1_weight, b.mlp_fc1_bias);
   h = Tensor();
-  f = ops::gelu_forward(f);
   Tensor y = ops::linear_forward(f, b.mlp_fc2_weight, b.mlp_fc2_bias);
   f = Tensor();
   return ops::add_forward(x1, y);

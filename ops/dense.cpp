@@ -3,6 +3,7 @@
 // their real strides (transposes and strided views cost no copy) and caches one
 // primitive per (shapes, strides, bias) key.
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "ops/dnnl_common.hpp"
 #include "ops/gemm.hpp"
 #include "ops/ops.hpp"
+#include "ops/weight_cache.hpp"
 
 namespace cmdr::ops {
 namespace detail {
@@ -123,15 +125,28 @@ struct MatmulPrim {
 };
 
 // bf16: A and B in bfloat16, C (and bias) in float32; oneDNN accumulates in float32.
+// w_any: B described as format_tag::any (the primitive chooses its preferred layout, e.g.
+// brgemm's blocked BA16a64b; the weight cache supplies B in it). gelu: exact erf GELU
+// applied after the bias as a post-op (one pass over C instead of a second op).
 std::shared_ptr<MatmulPrim> get_prim(const Mat& a, const Mat& b, const Shape& c_bs, int64_t c_sr,
-                                     bool bias, float alpha, bool bf16) {
-  const std::string k = du::key("matmul", shape_str(a.bd), shape_str(a.bs), shape_str(b.bs),
-                                shape_str(c_bs), a.rows, a.cols, b.cols, a.sr, a.sc, b.sr, b.sc,
-                                c_sr, bias, std::bit_cast<uint32_t>(alpha), bf16 ? "bf16" : "f32");
+                                     bool bias, float alpha, bool bf16, bool w_any = false,
+                                     bool gelu = false) {
+  const std::string k =
+      du::key("matmul", shape_str(a.bd), shape_str(a.bs), shape_str(b.bs), shape_str(c_bs), a.rows,
+              a.cols, b.cols, a.sr, a.sc, b.sr, b.sc, c_sr, bias, std::bit_cast<uint32_t>(alpha),
+              bf16 ? "bf16" : "f32", w_any ? "w_any" : "w_user", gelu ? "gelu" : "");
   return du::cached<MatmulPrim>(k, [&] {
     const auto it = bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
     auto amd = md(a.bd, a.bs, a.rows, a.cols, a.sr, a.sc, it);
-    auto bmd = md(b.bd, b.bs, b.rows, b.cols, b.sr, b.sc, it);
+    dnnl::memory::desc bmd;
+    if (w_any) {
+      Shape d = b.bd;
+      d.push_back(b.rows);
+      d.push_back(b.cols);
+      bmd = dnnl::memory::desc(du::dims_of(d), it, dnnl::memory::format_tag::any);
+    } else {
+      bmd = md(b.bd, b.bs, b.rows, b.cols, b.sr, b.sc, it);
+    }
     auto cmd = md(a.bd, c_bs, a.rows, b.cols, c_sr, 1);
     dnnl::memory::desc biasmd;
     if (bias) {
@@ -142,6 +157,11 @@ std::shared_ptr<MatmulPrim> get_prim(const Mat& a, const Mat& b, const Shape& c_
         bias ? dnnl::matmul::desc(amd, bmd, biasmd, cmd) : dnnl::matmul::desc(amd, bmd, cmd);
     dnnl::primitive_attr attr;
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});  // fused into the GEMM
+    if (gelu) {
+      dnnl::post_ops po;
+      po.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+      attr.set_post_ops(po);
+    }
     dnnl::matmul::primitive_desc pd(d, attr, du::engine());
     return std::make_shared<MatmulPrim>(MatmulPrim{pd, dnnl::matmul(pd)});
   });
@@ -165,8 +185,16 @@ void squeeze_batch(Mat& a, Mat& b, Shape& c_bs) {
 
 }  // namespace
 
-void gemm(const Mat& a_in, const Mat& b_in, float* c, const Shape& c_bs_in, int64_t c_sr,
-          const float* bias, float alpha, bool exact) {
+namespace {
+// Exact GELU x·Φ(x) (the K == 0 path only; the GEMM path uses oneDNN's gelu_erf post-op).
+float gelu_scalar(float v) {
+  return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+}
+
+// gemm() and gemm_weight(): w is the tensor B is a view of when B is a reused weight
+// (nullptr otherwise).
+void gemm_core(const Mat& a_in, const Mat& b_in, float* c, const Shape& c_bs_in, int64_t c_sr,
+               const float* bias, float alpha, bool exact, const Tensor* w, bool gelu) {
   CMDR_CHECK(a_in.bd == b_in.bd && a_in.cols == b_in.rows && a_in.bs.size() == a_in.bd.size() &&
                  b_in.bs.size() == b_in.bd.size() && c_bs_in.size() == a_in.bd.size(),
              "gemm: A ", shape_str(a_in.bd), "+[", a_in.rows, ", ", a_in.cols, "] vs B ",
@@ -178,7 +206,10 @@ void gemm(const Mat& a_in, const Mat& b_in, float* c, const Shape& c_bs_in, int6
   if (K == 0) {  // empty sum: C = bias (or 0)
     for_each_offset(a_in.bd, c_bs_in, 0, [&](int64_t, int64_t off) {
       for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) c[off + i * c_sr + j] = bias ? bias[j] : 0.0f;
+        for (int64_t j = 0; j < N; ++j) {
+          const float v = bias ? bias[j] : 0.0f;
+          c[off + i * c_sr + j] = gelu ? gelu_scalar(v) : v;
+        }
     });
     return;
   }
@@ -190,30 +221,78 @@ void gemm(const Mat& a_in, const Mat& b_in, float* c, const Shape& c_bs_in, int6
     a = pack(a, pa);
     canonical(a);
   }
-  if (!canonical(b)) {
+  // A weight the cache can prepare: canonical as it is (weights are contiguous; a strided
+  // view would need a pack per call anyway, so it takes the plain path).
+  const bool cached_b = w != nullptr && weight_cache::enabled() && canonical(b);
+  if (!cached_b && !canonical(b)) {
     b = pack(b, pb);
     canonical(b);
   }
   if (M == 1) c_sr = N;
   const bool bf16 = !exact && precision() == Precision::BF16;
-  Bf16Mat ha, hb;  // bf16 copies (precision bf16 only)
+  Bf16Mat ha, hb;  // bf16 copies (precision bf16 only; B only when not cached)
   if (bf16) {
     ha = to_bf16(a);
-    hb = to_bf16(b);
     a = ha.m;
-    b = hb.m;
+    if (!cached_b) {
+      hb = to_bf16(b);
+      b = hb.m;
+    }
   }
-  auto p = get_prim(a, b, c_bs, c_sr, bias != nullptr, alpha, bf16);
+  auto p = get_prim(a, b, c_bs, c_sr, bias != nullptr, alpha, bf16, cached_b, gelu);
   auto am = bf16 ? dnnl::memory(p->pd.src_desc(), du::engine(), const_cast<uint16_t*>(ha.p))
                  : du::make_mem(p->pd.src_desc(), a.p);
-  auto bm = bf16 ? dnnl::memory(p->pd.weights_desc(), du::engine(), const_cast<uint16_t*>(hb.p))
-                 : du::make_mem(p->pd.weights_desc(), b.p);
+  dnnl::memory bm;
+  if (cached_b) {
+    // Issue 8: B prepared once per version of w: reordered to the primitive's layout and,
+    // under bf16, rounded by the same to_bf16 as the uncached path first (the reorder
+    // bf16 -> bf16 only moves elements, so cached and uncached operands hold equal bits).
+    const auto want = p->pd.weights_desc();
+    const auto user = md(b.bd, b.bs, b.rows, b.cols, b.sr, b.sc);
+    if (!bf16 && want == user) {
+      bm = du::make_mem(want, b.p);  // the primitive takes w as it is: nothing to prepare
+    } else {
+      const std::string tag = du::key("matmul_b", shape_str(b.bd), shape_str(b.bs), b.rows, b.cols,
+                                      b.sr, b.sc, b.p - w->data());
+      bm = weight_cache::get(*w, tag, want, [&](dnnl::memory& dst) {
+        if (bf16) {
+          Bf16Mat h = to_bf16(b);
+          auto src = dnnl::memory(
+              md(h.m.bd, h.m.bs, h.m.rows, h.m.cols, h.m.sr, h.m.sc, dnnl::memory::data_type::bf16),
+              du::engine(), const_cast<uint16_t*>(h.p));
+          du::reorder(src, dst);
+        } else {
+          du::reorder(du::make_mem(user, b.p), dst);
+        }
+      });
+    }
+  } else {
+    bm = bf16 ? dnnl::memory(p->pd.weights_desc(), du::engine(), const_cast<uint16_t*>(hb.p))
+              : du::make_mem(p->pd.weights_desc(), b.p);
+  }
   auto cm = du::make_mem(p->pd.dst_desc(), c);
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
   if (bias) args.emplace(DNNL_ARG_BIAS, du::make_mem(p->pd.bias_desc(), bias));
   p->prim.execute(du::stream(), args);
   du::stream().wait();
+}
+}  // namespace
+
+void gemm(const Mat& a, const Mat& b, float* c, const Shape& c_bs, int64_t c_sr, const float* bias,
+          float alpha, bool exact) {
+  gemm_core(a, b, c, c_bs, c_sr, bias, alpha, exact, nullptr, false);
+}
+
+Tensor gemm_weight_new(const Mat& a, const Mat& b, const Tensor& w, const float* bias, bool gelu) {
+  Shape s = a.bd;
+  s.push_back(a.rows);
+  s.push_back(b.cols);
+  Tensor c = Tensor::empty(s);
+  Shape cs = contiguous_strides(s);
+  cs.resize(a.bd.size());
+  gemm_core(a, b, c.data(), cs, b.cols, bias, 1.0f, false, &w, gelu);
+  return c;
 }
 
 Tensor gemm_new(const Mat& a, const Mat& b, const float* bias, bool exact) {
@@ -279,8 +358,28 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
   const int64_t M = x2.size(0);
   ProfileScope ps(op_name(Op::Linear), 2.0 * M * N * K, 4.0 * (M * K + N * K + M * N));
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
-  Tensor y = detail::gemm_new(detail::mat2(x2), detail::mat2(weight).t(),
-                              bc.defined() ? bc.data() : nullptr);
+  // The weight through the weight cache (issue 8): prepared once per weight version.
+  Tensor y = detail::gemm_weight_new(detail::mat2(x2), detail::mat2(weight).t(), weight,
+                                     bc.defined() ? bc.data() : nullptr);
+  Shape out = x.shape();
+  out.back() = N;
+  return y.view(out);
+}
+
+// y [..., N] = gelu(x [..., K] · weight[N, K]ᵀ + bias[N])  (exact erf GELU, inference only:
+// no backward; the GELU is a oneDNN post-op, so y is written once, issue 8)
+Tensor linear_gelu_forward(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_linear("_gelu", x, weight);
+  const int64_t N = weight.size(0), K = weight.size(1);
+  if (bias.defined())
+    CMDR_CHECK(bias.dim() == 1 && bias.size(0) == N, "linear_gelu: bias ", bias.str(),
+               " vs weight ", weight.str(), ": bias must be [out_features]");
+  Tensor x2 = as_rows(x);
+  const int64_t M = x2.size(0);
+  ProfileScope ps(op_name(Op::LinearGelu), 2.0 * M * N * K, 4.0 * (M * K + N * K + M * N));
+  Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  Tensor y = detail::gemm_weight_new(detail::mat2(x2), detail::mat2(weight).t(), weight,
+                                     bc.defined() ? bc.data() : nullptr, /*gelu=*/true);
   Shape out = x.shape();
   out.back() = N;
   return y.view(out);

@@ -41,6 +41,15 @@ void gemm(const Mat& a, const Mat& b, float* c, const Shape& c_bs, int64_t c_sr,
 // Convenience: a fresh contiguous result [bd..., M, N].
 Tensor gemm_new(const Mat& a, const Mat& b, const float* bias = nullptr, bool exact = false);
 
+// As gemm_new() for B a view of the weight tensor `w` (a linear layer's weight: reused
+// unchanged across calls, e.g. every inference sample): B is prepared for oneDNN once per
+// version of w (reordered to the primitive's preferred layout, bf16-rounded under precision
+// bf16) by the weight cache (ops/weight_cache.hpp, issue 8) instead of on every call.
+// gelu: the exact GELU applied to the result after the bias (oneDNN eltwise_gelu_erf
+// post-op). Results equal gemm_new()'s (see tests/ops/test_weight_cache.cpp).
+Tensor gemm_weight_new(const Mat& a, const Mat& b, const Tensor& w, const float* bias = nullptr,
+                       bool gelu = false);
+
 // oneDNN's implementation string for the matmul that gemm() would run on these operands
 // (to check that hot shapes avoid reference fallbacks).
 std::string gemm_impl(const Mat& a, const Mat& b);

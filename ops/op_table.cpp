@@ -7,6 +7,7 @@ namespace cmdr::ops {
 namespace {
 constexpr std::array<const char*, static_cast<std::size_t>(Op::kCount)> kNames = {
     "linear",
+    "linear_gelu",
     "matmul",
     "bmm",
     "conv1d",

@@ -26,6 +26,7 @@ namespace cmdr::ops {
 // ---- the closed op table (ggml style); profiler names and autograd node kinds ----------
 enum class Op : int {
   Linear,
+  LinearGelu,
   Matmul,
   BatchedMatmul,
   Conv1d,
@@ -72,6 +73,10 @@ struct LinearGrads {
 };
 LinearGrads linear_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
                             bool need_dx = true, bool need_dweight = true, bool need_dbias = true);
+// linear_gelu (inference, no backward): x [..., K], weight [N, K], bias [N] or undefined
+// -> y [..., N] = gelu(x·Wᵀ + b), exact erf GELU fused into the GEMM (issue 8). Equals
+// gelu_forward(linear_forward(x, weight, bias)) within oneDNN's erf (~1e-6 relative).
+Tensor linear_gelu_forward(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // matmul: a [M, K] (or [K, M] if trans_a), b [K, N] (or [N, K] if trans_b) -> [M, N]
 Tensor matmul_forward(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);

@@ -3,7 +3,9 @@
 // call would be ambiguous; otherwise each function checks what it indexes.
 #include "ops/reference_dense.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "engine/error.hpp"
@@ -63,6 +65,25 @@ Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias)
       for (int64_t kk = 0; kk < K; ++kk)
         s += static_cast<double>(xc.data()[i * K + kk]) * wc.data()[j * K + kk];
       y[i * N + j] = s;
+    }
+  Shape out = x.shape();
+  out.back() = N;
+  return to_tensor(out, y);
+}
+
+// gelu(x·Wᵀ + b) with the product and the exact GELU (x·Φ(x), erf) in float64.
+Tensor linear_gelu_forward(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  CMDR_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1),
+             "ref::linear_gelu: x ", x.str(), " vs weight ", weight.str());
+  const int64_t N = weight.size(0), K = weight.size(1), M = x.numel() / std::max<int64_t>(K, 1);
+  Tensor xc = x.contiguous(), wc = weight.contiguous();
+  const float *X = std::as_const(xc).data(), *Wt = std::as_const(wc).data();
+  std::vector<double> y = zeros(M * N);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = bias.defined() ? bias.at({j}) : 0.0;
+      for (int64_t kk = 0; kk < K; ++kk) s += static_cast<double>(X[i * K + kk]) * Wt[j * K + kk];
+      y[i * N + j] = 0.5 * s * (1.0 + std::erf(s / std::sqrt(2.0)));
     }
   Shape out = x.shape();
   out.back() = N;

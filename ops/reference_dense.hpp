@@ -9,6 +9,7 @@ namespace cmdr::ops::ref {
 Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias);
 LinearGrads linear_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
                             bool need_dx = true, bool need_dweight = true, bool need_dbias = true);
+Tensor linear_gelu_forward(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 Tensor matmul_forward(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 MatmulGrads matmul_backward(const Tensor& dy, const Tensor& a, const Tensor& b, bool trans_a,

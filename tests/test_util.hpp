@@ -19,6 +19,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/error.hpp"
@@ -118,15 +119,16 @@ inline Tensor random(const Shape& shape, Rng& rng, float lo = -1.0f, float hi = 
 inline Tensor fd_grad(const std::function<double(const Tensor&)>& f, const Tensor& x, double h) {
   Tensor xc = x.clone();
   Tensor g = Tensor::empty(x.shape());
-  float* p = xc.data();
+  // Each write takes a fresh non-const data() (engine/storage.hpp "Versioning"): a pointer
+  // kept across op calls would let the weight cache (ops/weight_cache.hpp) see stale data.
   for (int64_t i = 0; i < xc.numel(); ++i) {
-    const float orig = p[i];
+    const float orig = std::as_const(xc).data()[i];
     const float up = static_cast<float>(orig + h), dn = static_cast<float>(orig - h);
-    p[i] = up;
+    xc.data()[i] = up;
     const double fu = f(xc);
-    p[i] = dn;
+    xc.data()[i] = dn;
     const double fd = f(xc);
-    p[i] = orig;
+    xc.data()[i] = orig;
     g.data()[i] = static_cast<float>((fu - fd) / (static_cast<double>(up) - dn));
   }
   return g;
