@@ -109,4 +109,20 @@ void for_each_offset(const Shape& shape, const Shape& strides, int64_t base, F&&
   }
 }
 
+namespace detail {
+// Strided copy over `shape`: dst[idx] = src[idx], both addressed by element strides from
+// pointers at element [0, ..., 0]; the ranges must not overlap (Tensor::copy_ handles that).
+// copy_strided (issue 8): drops size-1 dims, orders dims by destination stride and merges
+// adjacent ones, then memcpy's contiguous inner runs, or a 32×32-tiled transpose when the
+// source's unit-stride dim is not the destination's (permute/transpose), else a strided
+// loop; OpenMP over the outer dims when large. A copy: no value depends on the threads.
+void copy_strided(float* dst, const Shape& dst_strides, const float* src, const Shape& src_strides,
+                  const Shape& shape);
+// The plain row-major reference it is tested against (the engine's former copy loop).
+void copy_strided_ref(float* dst, const Shape& dst_strides, const float* src,
+                      const Shape& src_strides, const Shape& shape);
+// dst[idx] = v over `shape` (same dim merging and threading as copy_strided).
+void fill_strided(float* dst, const Shape& strides, const Shape& shape, float v);
+}  // namespace detail
+
 }  // namespace cmdr
