@@ -24,6 +24,7 @@ namespace cmdr::ag {
 namespace {
 
 thread_local bool t_grad_enabled = true;
+thread_local int t_checkpoint_depth = 0;  // ag::checkpoint forwards running in this thread
 
 using Grads = std::vector<Tensor>;
 using BackwardFn = std::function<Grads(const Tensor&)>;
@@ -167,6 +168,10 @@ void Var::zero_grad() {
 bool grad_enabled() {
   return t_grad_enabled;
 }
+bool fused_forward_allowed() {
+  return t_checkpoint_depth == 0;
+}
+
 NoGrad::NoGrad() : prev_(t_grad_enabled) {
   t_grad_enabled = false;
 }
@@ -271,7 +276,13 @@ Var checkpoint(const std::function<Var(const Var&)>& f, const Var& x, Rng* rng) 
   const Rng before = rng ? *rng : Rng();
   Tensor y;
   {
+    // Unrecorded, but with the recorded path's kernels (no fused forwards): the output must
+    // be bit-identical to the recomputation the backward differentiates.
     NoGrad ng;
+    struct Depth {
+      Depth() { ++t_checkpoint_depth; }
+      ~Depth() { --t_checkpoint_depth; }
+    } depth;
     y = f(Var(x.value())).value();
   }
   const Tensor xv = x.value();

@@ -64,6 +64,10 @@ void backward(const Var& root, bool retain_graph = false);
 void backward(const Var& root, const Tensor& seed, bool retain_graph = false);
 
 bool grad_enabled();
+// Whether an unrecorded forward may use fused kernels that round differently from the
+// recorded ops (ops::linear_gelu_forward, issue 8): false inside the forward of an
+// ag::checkpoint, whose output must equal its recorded recomputation bit for bit.
+bool fused_forward_allowed();
 class NoGrad {  // RAII: disables recording in this thread for its lifetime
  public:
   NoGrad();

@@ -306,7 +306,8 @@ Var Sequential::forward(const Var& x) {
     if (lin != nullptr && i + 1 < layers_.size() &&
         dynamic_cast<GELU*>(layers_[i + 1].get()) != nullptr) {
       auto needs = [](const Var& v) { return v.defined() && v.requires_grad(); };
-      if (!grad_enabled() || !(needs(h) || needs(lin->weight) || needs(lin->bias))) {
+      if (fused_forward_allowed() &&
+          (!grad_enabled() || !(needs(h) || needs(lin->weight) || needs(lin->bias)))) {
         h = Var(ops::linear_gelu_forward(h.value(), lin->weight.value(),
                                          lin->bias.defined() ? lin->bias.value() : Tensor()));
         ++i;
