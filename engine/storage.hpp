@@ -31,6 +31,8 @@ void reset_peak_memory();
 // tensor bytes); env CMDR_ALLOC_CACHE_MB sets a fixed bound, 0 disables) and releases its least
 // recently cached blocks first when full. Contents of reused blocks are unspecified,
 // exactly like a fresh allocation. current/peak count the bytes tensors asked for.
+// Fresh blocks of 2 MiB and more are huge-page aligned and madvised MADV_HUGEPAGE (one fault
+// per 2 MiB on first touch; env CMDR_HUGE_PAGES=0 turns it off).
 void release_cached_memory();
 
 constexpr std::size_t kAlignment = 64;
