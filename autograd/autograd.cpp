@@ -503,13 +503,12 @@ CMDR_UNARY_Y(softmax, Softmax)
 #undef CMDR_UNARY_Y
 
 Var dropout(const Var& x, float p, bool training, Rng& rng) {
-  Tensor mask;
+  ops::DropoutMask mask;  // (key, p, n): the backward regenerates the mask (issue 8)
   Tensor y = ops::dropout_forward(x.value(), p, training, rng, &mask);
   if (!mask.defined()) return x;  // identity (eval or p == 0), as PyTorch returns the input
   if (!should_record({&x})) return Var(y);
-  return make_result(y, ops::Op::Dropout, nullptr, {x}, [mask, p](const Tensor& dy) {
-    return Grads{ops::dropout_backward(dy, mask, p)};
-  });
+  return make_result(y, ops::Op::Dropout, nullptr, {x},
+                     [mask](const Tensor& dy) { return Grads{ops::dropout_backward(dy, mask)}; });
 }
 
 Var add(const Var& a, const Var& b) {

@@ -106,7 +106,9 @@ BENCHMARK(BM_linear)
     ->UseRealTime();
 
 // attention: [1, H, T, d]; range(4) = 0 forward (inference: fused kernel, no probability
-// tensor), 1 backward, 2 forward of the training path (probabilities saved for a backward).
+// tensor), 1 backward, 2 forward of the training path (probabilities saved for a backward),
+// 3 training forward + backward without dropout, 4 the same with attention dropout p = 0.1
+// (counter-based mask made in the forward and remade in the backward, issue 8).
 // peak_MiB: engine memory peak of one call above the inputs; minflt: minor page faults per
 // call (getrusage), i.e. fresh memory touched.
 static void BM_attention(benchmark::State& st) {
@@ -137,11 +139,23 @@ static void BM_attention(benchmark::State& st) {
     run(st, 8.0 * pairs * d, [&] {
       benchmark::DoNotOptimize(ops::attention_backward(dy, q, k, v, scale, window, 0.0f, sv));
     });
+  if (mode == 3 || mode == 4) {
+    const float pd = mode == 4 ? 0.1f : 0.0f;
+    Rng rng(6);
+    run(st, 12.0 * pairs * d, [&] {
+      ops::AttentionSaved s3;
+      benchmark::DoNotOptimize(
+          ops::attention_forward(q, k, v, scale, window, pd, true, &rng, &s3).data());
+      benchmark::DoNotOptimize(ops::attention_backward(dy, q, k, v, scale, window, pd, s3));
+    });
+  }
   st.counters["peak_MiB"] = static_cast<double>(memory_stats().peak_bytes - base) / (1 << 20);
   st.counters["minflt"] =
       static_cast<double>(minor_faults() - flt0) / static_cast<double>(st.iterations() + 1);
-  st.SetLabel(mode == 0 ? "forward fused (inference)"
-                        : (mode == 1 ? "backward" : "forward with probs (training)"));
+  static const char* const kLabels[] = {"forward fused (inference)", "backward",
+                                        "forward with probs (training)", "fwd+bwd, no dropout",
+                                        "fwd+bwd, dropout 0.1"};
+  st.SetLabel(kLabels[mode]);
 }
 BENCHMARK(BM_attention)
     ->Args({12, 785, 64, 0, 0})
@@ -150,6 +164,8 @@ BENCHMARK(BM_attention)
     ->Args({8, 50176, 48, 128, 0})
     ->Args({8, 50176, 48, 128, 2})
     ->Args({8, 50176, 48, 128, 1})
+    ->Args({8, 50176, 48, 128, 3})
+    ->Args({8, 50176, 48, 128, 4})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -89,29 +89,43 @@ static void BM_gelu_fwd_50176x960(benchmark::State& st) {
 }
 BENCHMARK(BM_gelu_fwd_50176x960)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 
-// Dropout mask of 50176×960 (p = 0.1): range(0) = 0 one Rng::bernoulli call per element
-// (the previous dropout_forward loop), 1 Rng::fill_bernoulli01 (same draws, generator
-// inlined), 2 the whole dropout_forward (mask + scaled product; 12 B/element).
-static void BM_dropout_50176x960(benchmark::State& st) {
-  const cmdr::Tensor& x = input();
-  const int64_t mode = st.range(0), n = x.numel();
-  cmdr::Tensor m = cmdr::Tensor::empty(x.shape());
+// Dropout forward + backward (p = 0.1), issue 8, at Decoder2D's S = 224 shapes: range(1) ×
+// range(2) = 50176×384 (its activations) or 401408×128 (its attention probabilities, 8 heads ×
+// 392 windows × 128 queries × 128 keys). range(0) = 0: the former scheme — a stored 0/1 float
+// mask from one serial xoshiro stream (Rng::fill_bernoulli01), y = x·m·s in parallel, the
+// backward dx = dy·m·s from the stored mask; 1: the counter-based mask
+// (ops::dropout_forward/backward: no mask tensor, regenerated in the backward, parallel).
+// GB/s of x, y, dy, dx (16 B/element) for both, so the ratio is the time ratio.
+static void BM_dropout_fwd_bwd(benchmark::State& st) {
+  const int64_t rows = st.range(1), cols = st.range(2), n = rows * cols;
+  cmdr::Tensor x = cmdr::Tensor::empty({rows, cols});
+  cmdr::Rng(1).fill_uniform(x, -3.0f, 3.0f);
+  const float s = 1.0f / 0.9f;
   cmdr::Rng rng(5);
   for (auto _ : st) {
-    if (mode == 0)
-      for (int64_t i = 0; i < n; ++i) m.data()[i] = rng.bernoulli(0.9) ? 1.0f : 0.0f;
-    if (mode == 1) rng.fill_bernoulli01(m.data(), n, 0.9);
-    if (mode == 2) benchmark::DoNotOptimize(cmdr::ops::dropout_forward(x, 0.1f, true, rng, &m));
-    benchmark::DoNotOptimize(m.data());
+    if (st.range(0) == 0) {
+      cmdr::Tensor m = cmdr::Tensor::empty(x.shape()), y = cmdr::Tensor::empty(x.shape());
+      rng.fill_bernoulli01(m.data(), n, 0.9);
+      const float *xp = x.data(), *mp = m.data();
+      float* yp = y.data();
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] * mp[i] * s;
+      benchmark::DoNotOptimize(cmdr::ops::dropout_backward(y, m, 0.1f).data());
+    } else {
+      cmdr::ops::DropoutMask m;
+      const cmdr::Tensor y = cmdr::ops::dropout_forward(x, 0.1f, true, rng, &m);
+      benchmark::DoNotOptimize(cmdr::ops::dropout_backward(y, m).data());
+    }
   }
-  set_bytes(st, mode == 2 ? 12.0 : 4.0);
-  st.SetLabel(mode == 0 ? "bernoulli() per element"
-                        : (mode == 1 ? "fill_bernoulli01" : "dropout_forward"));
+  st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * 16.0 * static_cast<double>(n)));
+  st.counters["mask_MiB"] = st.range(0) == 0 ? 4.0 * static_cast<double>(n) / (1 << 20) : 0.0;
+  st.SetLabel(st.range(0) == 0 ? "stored serial mask" : "counter-based, regenerated");
 }
-BENCHMARK(BM_dropout_50176x960)
-    ->Arg(0)
-    ->Arg(1)
-    ->Arg(2)
+BENCHMARK(BM_dropout_fwd_bwd)
+    ->Args({0, 50176, 384})
+    ->Args({1, 50176, 384})
+    ->Args({0, 401408, 128})
+    ->Args({1, 401408, 128})
     ->Unit(benchmark::kMillisecond)
     ->Iterations(3)
     ->UseRealTime();

@@ -10,6 +10,27 @@
 
 namespace cmdr {
 
+// Counter-based draws (issue 8): bits(key, i) is a pure function of (key, i), so a dropout
+// mask element can be made — and remade in the backward — by any thread in any order; the
+// key is one next_u64() of a module's Rng per call (seeds and checkpointed Rng states keep
+// determining the masks). It is the i-th output of a SplitMix64 stream started at key.
+inline uint64_t counter_bits(uint64_t key, uint64_t i) {
+  uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// Element i is kept iff (counter_bits(key, i) >> 32) < keep_threshold(keep): probability
+// keep within 2⁻³² (keep = 1 keeps all, keep = 0 none).
+inline uint64_t keep_threshold(double keep) {
+  if (keep >= 1.0) return uint64_t{1} << 32;
+  if (keep <= 0.0) return 0;
+  return static_cast<uint64_t>(keep * 4294967296.0);
+}
+inline bool counter_keep(uint64_t key, uint64_t i, uint64_t threshold) {
+  return (counter_bits(key, i) >> 32) < threshold;
+}
+
 class Rng {
  public:
   explicit Rng(uint64_t seed = 0);

@@ -6,8 +6,10 @@
 //                rem = T − (nw − 1)·W tokens: its probabilities fill the top-left rem×rem
 //                block of its W×W slot and the rest is zero (padded keys get no attention,
 //                padded queries do not exist).
-// drop_mask entries are 0 or 1/(1 − p) (inverted dropout), drawn as Bernoulli(1 − p) from
-// the Rng in row-major order over (b, h, window, query, key) of the real (unpadded) entries.
+// Dropout (issue 8): one key per call from the Rng; the entry at flat offset i of that layout
+// is kept iff counter_keep(key, i, ·) and scaled by 1/(1 − p) (inverted dropout). Forward and
+// backward regenerate it where used, so no mask tensor exists (with one, 205 MB at S = 224).
+// An explicit drop_mask (torch's, from fixtures) replaces it when given to the backward.
 //
 // All (b, h, window) blocks run as one batched oneDNN product (operands addressed with their
 // real strides — q/k/v may be views of a packed qkv tensor); the short last window of every
@@ -152,20 +154,18 @@ Shape tail_obs(const AttnGeo& g) {
   return {g.H * g.T * g.d, g.T * g.d};
 }
 
-Tensor make_drop_mask(const AttnGeo& g, const Shape& shape, float p, Rng& rng) {
-  Tensor m = Tensor::zeros(shape);
-  const float keep_scale = 1.0f / (1.0f - p);
-  float* mp = m.data();
-  for (int64_t bh = 0; bh < g.B * g.H; ++bh)
-    for (int64_t w = 0; w < g.nw; ++w) {
-      const int64_t n = w < g.nf ? g.W : g.rem;
-      for (int64_t i = 0; i < n; ++i) {
-        float* row = mp + bh * g.slot() + (w * g.W + i) * g.W;
-        rng.fill_bernoulli01(row, n, 1.0 - p);  // == bernoulli(1 − p) per entry, in order
-        for (int64_t j = 0; j < n; ++j) row[j] *= keep_scale;
-      }
-    }
-  return m;
+// out = probs ⊙ mask(drop) (the keyed mask, 0 or 1/(1 − p)), in parallel.
+Tensor times_keyed(const Tensor& probs, const DropoutMask& drop) {
+  Tensor out = Tensor::empty(probs.shape());
+  const float* x = probs.data();
+  float* o = out.data();
+  const int64_t n = probs.numel();
+  const uint64_t key = drop.key, thr = keep_threshold(1.0 - static_cast<double>(drop.p));
+  const float ks = 1.0f / (1.0f - drop.p);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    o[i] = x[i] * (counter_keep(key, static_cast<uint64_t>(i), thr) ? ks : 0.0f);
+  return out;
 }
 
 // out = a ⊙ b elementwise (n floats), in parallel.
@@ -259,8 +259,8 @@ Tensor attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v
     for (int64_t bh = 0; bh < bhn; ++bh)
       softmax_rows_ref(tail_ptr(pb + bh * g.slot(), g), g.rem, g.rem, g.W);
   }
-  Tensor mask = drop ? make_drop_mask(g, ps_shape, p_drop, *rng) : Tensor();
-  const Tensor pv = drop ? times(probs, mask) : probs;
+  const DropoutMask dm = drop ? DropoutMask{rng->next_u64(), p_drop, probs.numel()} : DropoutMask{};
+  const Tensor pv = drop ? times_keyed(probs, dm) : probs;
   Tensor out = Tensor::empty({g.B, g.H, g.T, g.d});
   if (g.nf > 0)
     detail::gemm(full_probs(pv.data(), g), full_windows(v, g), out.data(), full_obs(g), g.d);
@@ -269,9 +269,32 @@ Tensor attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v
                  tail_obs(g), g.d);
   if (saved) {
     saved->probs = probs;
-    saved->drop_mask = mask;
+    saved->drop = dm;
+    saved->drop_mask = Tensor();
   }
   return out;
+}
+
+Tensor attention_dropout_mask(const Shape& q_shape, int64_t window, const DropoutMask& drop) {
+  if (!drop.defined()) return Tensor();
+  const Tensor q = Tensor::empty(q_shape);  // geometry only
+  const AttnGeo g = attn_geo(" dropout mask", q, q, q, window, drop.p);
+  Tensor m = Tensor::zeros(g.probs_shape(window));
+  CMDR_CHECK(m.numel() == drop.n, "attention dropout mask: ", drop.n, " keyed entries for ",
+             m.str());
+  float* mp = m.data();
+  const uint64_t thr = keep_threshold(1.0 - static_cast<double>(drop.p));
+  const float ks = 1.0f / (1.0f - drop.p);
+  for (int64_t bh = 0; bh < g.B * g.H; ++bh)
+    for (int64_t w = 0; w < g.nw; ++w) {
+      const int64_t n = w < g.nf ? g.W : g.rem;
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t row = bh * g.slot() + (w * g.W + i) * g.W;
+        for (int64_t j = 0; j < n; ++j)
+          mp[row + j] = counter_keep(drop.key, static_cast<uint64_t>(row + j), thr) ? ks : 0.0f;
+      }
+    }
+  return m;
 }
 
 // Given P (saved probs), M (mask), P' = P·M:
@@ -289,11 +312,17 @@ AttentionGrads attention_backward(const Tensor& dy_in, const Tensor& q_in, const
       "attention backward: saved probs ",
       saved.probs.defined() ? saved.probs.str() : std::string("undefined"), " must be contiguous ",
       shape_str(ps_shape), " (window ", window, ")");
-  const bool drop = saved.drop_mask.defined();
-  if (drop)
+  const bool explicit_mask = saved.drop_mask.defined();
+  const bool keyed = !explicit_mask && saved.drop.defined();
+  const bool drop = explicit_mask || keyed;
+  if (explicit_mask)
     CMDR_CHECK(saved.drop_mask.shape() == ps_shape && saved.drop_mask.is_contiguous(),
                "attention backward: drop_mask ", saved.drop_mask.str(), " must be contiguous ",
                shape_str(ps_shape));
+  if (keyed)
+    CMDR_CHECK(saved.drop.n == saved.probs.numel() && saved.drop.p == p_drop,
+               "attention backward: saved dropout (", saved.drop.n, " entries, p ", saved.drop.p,
+               ") does not match probs ", saved.probs.str(), " and p_drop ", p_drop);
   ProfileScope ps(op_name(Op::Attention), 8.0 * g.pairs() * g.d,
                   4.0 * (7 * q_in.numel() + 3 * g.B * g.H * g.slot()));
   const Tensor q = unit_last(q_in), k = unit_last(k_in), v = unit_last(v_in);
@@ -303,8 +332,13 @@ AttentionGrads attention_backward(const Tensor& dy_in, const Tensor& q_in, const
   r.dk = Tensor::empty(q.shape());
   r.dv = Tensor::empty(q.shape());
   const float* pb = saved.probs.data();
-  const float* mb = drop ? saved.drop_mask.data() : nullptr;
-  Tensor pv = drop ? times(saved.probs, saved.drop_mask) : saved.probs;
+  const float* mb = explicit_mask ? saved.drop_mask.data() : nullptr;
+  Tensor pv = explicit_mask ? times(saved.probs, saved.drop_mask)
+              : keyed       ? times_keyed(saved.probs, saved.drop)
+                            : saved.probs;
+  const uint64_t dkey = saved.drop.key;
+  const uint64_t dthr = keyed ? keep_threshold(1.0 - static_cast<double>(saved.drop.p)) : 0;
+  const float dks = keyed ? 1.0f / (1.0f - saved.drop.p) : 0.0f;
   const int64_t tail_off = g.nf * g.W * g.d;
   // dV = P'ᵀ·dO
   if (g.nf > 0)
@@ -333,6 +367,9 @@ AttentionGrads attention_backward(const Tensor& dy_in, const Tensor& q_in, const
     float* gr = gb + off;
     if (mb)
       for (int64_t j = 0; j < n; ++j) gr[j] *= mb[off + j];
+    if (keyed)
+      for (int64_t j = 0; j < n; ++j)
+        gr[j] *= counter_keep(dkey, static_cast<uint64_t>(off + j), dthr) ? dks : 0.0f;
     double s = 0;
     for (int64_t j = 0; j < n; ++j) s += static_cast<double>(p[j]) * gr[j];
     const float sf = static_cast<float>(s);

@@ -171,40 +171,76 @@ Tensor softmax_backward(const Tensor& dy, const Tensor& y) {
 }
 
 // ---- dropout ------------------------------------------------------------------------------------
-// The mask (0/1 floats) is drawn sequentially in row-major order (one Bernoulli(1 − p) per
-// element), so it is the same for any thread count; y = x·mask·1/(1 − p) (p = 1 → zeros).
-Tensor dropout_forward(const Tensor& x, float p, bool training, Rng& rng, Tensor* mask) {
+// Counter-based mask (issue 8): element i is kept iff counter_keep(key, i, thr), computed in
+// the loop (no mask tensor, AVX-512 64-bit lanes), so y = x·m·1/(1 − p) is one parallel pass
+// and the same for any thread count; the backward remakes m from (key, p). p = 1 → zeros.
+namespace {
+float dropout_scale(float p) {
+  return p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+}
+// out[i] = in[i]·m(i)·s over n elements (both contiguous).
+void dropout_apply(const float* in, float* out, int64_t n, const DropoutMask& m) {
+  const uint64_t key = m.key, thr = keep_threshold(1.0 - static_cast<double>(m.p));
+  const float s = dropout_scale(m.p);
+  parallel_chunks(n, kChunk, [&](int64_t b, int64_t e) {
+#pragma omp simd
+    for (int64_t i = b; i < e; ++i) {
+      const float keep = counter_keep(key, static_cast<uint64_t>(i), thr) ? 1.0f : 0.0f;
+      out[i] = in[i] * keep * s;
+    }
+  });
+}
+}  // namespace
+
+Tensor dropout_forward(const Tensor& x, float p, bool training, Rng& rng, DropoutMask* mask) {
   const char* op = op_name(Op::Dropout);
   check_defined(op, "x", x);
   CMDR_CHECK(p >= 0.0f && p <= 1.0f, op, ": p must be in [0, 1], got ", p);
-  if (!training || p == 0.0f) {
-    if (mask) *mask = Tensor();
-    return x.clone();
-  }
+  if (mask) *mask = DropoutMask{};
+  // The identity returns x itself, as PyTorch does (ag::dropout returned the input Var
+  // already); ops never write into their inputs, so sharing is safe.
+  if (!training || p == 0.0f) return x;
   const int64_t n = x.numel();
-  ProfileScope prof(op, 2.0 * static_cast<double>(n), 12.0 * static_cast<double>(n));
-  Tensor m = Tensor::empty(x.shape());
-  float* mp = m.data();
-  const double keep = 1.0 - static_cast<double>(p);
-  rng.fill_bernoulli01(mp, n, keep);  // == rng.bernoulli(keep) per element, in order
-  const float s = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  ProfileScope prof(op, 2.0 * static_cast<double>(n), 8.0 * static_cast<double>(n));
+  const DropoutMask m{rng.next_u64(), p, n};
   const Tensor xc = x.contiguous();
   Tensor y = Tensor::empty(x.shape());
-  const float* xp = xc.data();
-  float* yp = y.data();
-  parallel_chunks(n, kChunk, [&](int64_t b, int64_t e) {
-#pragma omp simd
-    for (int64_t i = b; i < e; ++i) yp[i] = xp[i] * mp[i] * s;
-  });
+  dropout_apply(xc.data(), y.data(), n, m);
   if (mask) *mask = m;
   return y;
+}
+Tensor dropout_backward(const Tensor& dy, const DropoutMask& mask) {
+  const char* op = "dropout_backward";
+  check_defined(op, "dy", dy);
+  if (!mask.defined()) return dy.clone();  // eval or p == 0: identity
+  CMDR_CHECK(dy.numel() == mask.n, op, ": dy ", dy.str(), " has ", dy.numel(),
+             " elements, the mask ", mask.n);
+  ProfileScope prof(op_name(Op::Dropout), 2.0 * static_cast<double>(mask.n),
+                    8.0 * static_cast<double>(mask.n));
+  const Tensor gc = dy.contiguous();
+  Tensor dx = Tensor::empty(dy.shape());
+  dropout_apply(gc.data(), dx.data(), mask.n, mask);
+  return dx;
+}
+Tensor dropout_mask_values(const DropoutMask& mask, const Shape& shape) {
+  if (!mask.defined()) return Tensor();
+  CMDR_CHECK(shape_numel(shape) == mask.n, "dropout_mask_values: shape ", shape_str(shape), " vs ",
+             mask.n, " mask elements");
+  Tensor m = Tensor::empty(shape);
+  float* mp = m.data();
+  const uint64_t thr = keep_threshold(1.0 - static_cast<double>(mask.p));
+  parallel_chunks(mask.n, kChunk, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      mp[i] = counter_keep(mask.key, static_cast<uint64_t>(i), thr) ? 1.0f : 0.0f;
+  });
+  return m;
 }
 Tensor dropout_backward(const Tensor& dy, const Tensor& mask, float p) {
   const char* op = "dropout_backward";
   check_defined(op, "dy", dy);
   CMDR_CHECK(p >= 0.0f && p <= 1.0f, op, ": p must be in [0, 1], got ", p);
   if (!mask.defined()) return dy.clone();  // eval or p == 0: identity
-  const float s = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  const float s = dropout_scale(p);
   return binary_map(Op::Dropout, op, "mask", dy, mask, 2.0,
                     [s](const CMapF& g, const CMapF& m, MapF& out) { out = g * m * s; });
 }

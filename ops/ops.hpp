@@ -170,9 +170,22 @@ Tensor sqrt_backward(const Tensor& dy, const Tensor& y);
 Tensor softmax_forward(const Tensor& x);
 Tensor softmax_backward(const Tensor& dy, const Tensor& y);
 
-// dropout (inverted): training → y = x·mask/(1−p), mask ~ Bernoulli(1−p) drawn from rng in
-// row-major order; p == 0 or !training → y = x (mask undefined).
-Tensor dropout_forward(const Tensor& x, float p, bool training, Rng& rng, Tensor* mask);
+// dropout (inverted): training → y = x·mask/(1−p); p == 0 or !training → y = x itself (no
+// copy; mask undefined). The mask is not stored (issue 8): one key per call from rng, element
+// i (row-major) kept iff counter_keep(key, i, keep_threshold(1 − p)) (engine/rng.hpp); the
+// backward regenerates it from the DropoutMask. Independent of the thread count.
+struct DropoutMask {
+  uint64_t key = 0;
+  float p = 0.0f;
+  int64_t n = -1;  // elements; -1: no dropout applied
+  bool defined() const { return n >= 0; }
+};
+Tensor dropout_forward(const Tensor& x, float p, bool training, Rng& rng,
+                       DropoutMask* mask = nullptr);
+Tensor dropout_backward(const Tensor& dy, const DropoutMask& mask);  // dy·mask/(1 − p)
+// The mask as 0/1 floats of `shape` (tests, references); undefined mask → undefined tensor.
+Tensor dropout_mask_values(const DropoutMask& mask, const Shape& shape);
+// Explicit 0/1 float mask (fixtures, the reference): dx = dy·mask/(1 − p).
 Tensor dropout_backward(const Tensor& dy, const Tensor& mask, float p);
 
 // Broadcasting binary ops (NumPy rules, trailing alignment). Backward reduces each gradient
@@ -217,19 +230,23 @@ BinaryGrads cosine_similarity_backward(const Tensor& dy, const Tensor& a, const 
 // missing keys get no attention, SPEC 5.2). probs = softmax(q·kᵀ·scale) per window;
 // attention dropout (p_drop, training) on probs; out = probs·v -> [B, H, T, d].
 struct AttentionSaved {
-  Tensor probs;
-  Tensor drop_mask;
-};  // probs after softmax (pre-drop)
+  Tensor probs;      // after softmax (pre-drop)
+  DropoutMask drop;  // forward's dropout: regenerated in the backward (issue 8)
+  Tensor drop_mask;  // explicit mask (fixtures): used instead of `drop` when defined
+};
 // probs layout: window == 0 → [B, H, T, T]; window > 0 → [B, H, nw, W, W] (nw = ceil(T/W)),
 // the last window's rem×rem probabilities in the top-left of its slot, zeros elsewhere.
-// drop_mask: same shape, 0 or 1/(1 − p), drawn Bernoulli(1 − p) in row-major order over the
-// real (b, h, window, query, key) entries; undefined when no dropout was applied.
+// Dropout: entry at flat offset i of that layout is kept iff counter_keep(drop.key, i, ·) and
+// then scaled by 1/(1 − p); drop is undefined when no dropout was applied. drop_mask (an
+// explicit mask given by the caller, e.g. torch's): same shape, entries 0 or 1/(1 − p).
 Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float scale,
                          int64_t window, float p_drop, bool training, Rng* rng,
                          AttentionSaved* saved = nullptr);
 struct AttentionGrads {
   Tensor dq, dk, dv;
 };
+// The keyed mask `drop` materialised (0 or 1/(1 − p), zeros in the padding) for q's shape.
+Tensor attention_dropout_mask(const Shape& q_shape, int64_t window, const DropoutMask& drop);
 AttentionGrads attention_backward(const Tensor& dy, const Tensor& q, const Tensor& k,
                                   const Tensor& v, float scale, int64_t window, float p_drop,
                                   const AttentionSaved& saved);

@@ -359,6 +359,9 @@ Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, floa
   std::vector<double> out = zeros(q.numel());
   const Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const float keep = 1.0f / (1.0f - p_drop);
+  // The optimised op's keyed mask (issue 8): counter = flat offset in the probs layout.
+  const uint64_t key = drop ? rng->next_u64() : 0;
+  const uint64_t thr = keep_threshold(1.0 - static_cast<double>(p_drop));
   for (int64_t bh = 0; bh < g.B * g.H; ++bh)
     for (int64_t w = 0; w < g.nw; ++w) {
       const int64_t n = g.len(w), t0 = w * g.W;
@@ -381,7 +384,8 @@ Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, floa
           prow[j] = static_cast<float>(s[j] / z);
           double pj = prow[j];
           if (drop) {
-            mrow[j] = rng->bernoulli(1.0 - p_drop) ? keep : 0.0f;
+            const int64_t at = bh * g.slot() + (w * g.W + i) * g.W + j;
+            mrow[j] = counter_keep(key, static_cast<uint64_t>(at), thr) ? keep : 0.0f;
             pj *= mrow[j];
           }
           const float* vj = vc.data() + (bh * g.T + t0 + j) * g.d;

@@ -1,7 +1,8 @@
 #pragma once
 // Reference kernels for the dense ops (linear, matmul, bmm, conv*, attention): plain loops,
 // float64 accumulation, no oneDNN / OpenMP. Same signatures and semantics (including the
-// AttentionSaved layout and the dropout-mask drawing order) as cmdr::ops.
+// AttentionSaved layout and the counter-based dropout mask) as cmdr::ops; the reference
+// stores its mask in AttentionSaved::drop_mask (the explicit-mask path of the backward).
 #include "ops/ops.hpp"
 
 namespace cmdr::ops::ref {

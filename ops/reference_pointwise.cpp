@@ -318,8 +318,10 @@ Tensor dropout_forward(const Tensor& x, float p, bool training, Rng& rng, Tensor
   const std::vector<float> v = x.to_vector();
   Tensor m = Tensor::empty(x.shape()), y = Tensor::empty(x.shape());
   const float s = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  // The optimised op's counter-based mask (issue 8), element by element.
+  const uint64_t key = rng.next_u64(), thr = keep_threshold(1.0 - static_cast<double>(p));
   for (std::size_t i = 0; i < v.size(); ++i) {
-    m.data()[i] = rng.bernoulli(1.0 - p) ? 1.0f : 0.0f;
+    m.data()[i] = counter_keep(key, i, thr) ? 1.0f : 0.0f;
     y.data()[i] = v[i] * m.data()[i] * s;
   }
   if (mask) *mask = m;

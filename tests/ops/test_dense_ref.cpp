@@ -180,14 +180,33 @@ TEST_CASE("dense ref vs optimised: attention full/windowed, strided q/k/v, dropo
       Tensor yr = ops::ref::attention_forward(q, k, v, scale, a.window, p, true, &r2, &sr);
       check_ref(y, yr, "out");
       check_ref(so.probs, sr.probs, "probs");
-      CHECK(so.drop_mask.defined() == (p > 0));
-      if (p > 0) CHECK(test::bit_identical(so.drop_mask, sr.drop_mask));
+      CHECK(so.drop.defined() == (p > 0));
+      CHECK(!so.drop_mask.defined());  // no mask tensor: regenerated from the key (issue 8)
+      if (p > 0)
+        CHECK(
+            test::bit_identical(ops::attention_dropout_mask(a.s, a.window, so.drop), sr.drop_mask));
       Tensor dy = rnd(a.s, rng);
       auto g = ops::attention_backward(dy, q, k, v, scale, a.window, p, so);
       auto gr = ops::ref::attention_backward(dy, q, k, v, scale, a.window, p, sr);
       check_ref(g.dq, gr.dq, "dq");
       check_ref(g.dk, gr.dk, "dk");
       check_ref(g.dv, gr.dv, "dv");
+      if (p > 0) {
+        // the backward regenerates exactly the forward's mask: bit-identical to the
+        // explicit-mask path given that mask materialised
+        ops::AttentionSaved se;
+        se.probs = so.probs;
+        se.drop_mask = ops::attention_dropout_mask(a.s, a.window, so.drop);
+        auto ge = ops::attention_backward(dy, q, k, v, scale, a.window, p, se);
+        CHECK(test::bit_identical(g.dq, ge.dq));
+        CHECK(test::bit_identical(g.dk, ge.dk));
+        CHECK(test::bit_identical(g.dv, ge.dv));
+        // no saved requested (ag::checkpoint's unrecorded forward): same key, same output
+        Rng r3(7);
+        CHECK(test::bit_identical(
+            y, ops::attention_forward(q, k, v, scale, a.window, p, true, &r3, nullptr)));
+        CHECK(r3.next_u64() == r1.next_u64());  // one draw per call either way
+      }
     }
   }
   // q, k, v as strided views of one packed qkv tensor [B, T, 3, H, d] (how models split qkv)
@@ -251,7 +270,7 @@ TEST_CASE("dense ops: dropout mask statistics and scaling") {
   ops::AttentionSaved sv;
   ops::attention_forward(q, k, v, 0.5f, 64, 0.25f, true, &rng, &sv);
   int64_t kept = 0, n = 0, other = 0;
-  for (float m : sv.drop_mask.to_vector()) {
+  for (float m : ops::attention_dropout_mask(s, 64, sv.drop).to_vector()) {
     other += !(m == 0.0f || m == 1.0f / 0.75f);
     kept += m != 0.0f;
     ++n;
@@ -300,7 +319,8 @@ TEST_CASE("dense ops: determinism (two runs bit-identical)") {
     ops::AttentionSaved sv;
     Tensor y = ops::attention_forward(q, k, v, 0.25f, 64, 0.1f, true, &r, &sv);
     auto g = ops::attention_backward(ady, q, k, v, 0.25f, 64, 0.1f, sv);
-    return std::vector<Tensor>{y, sv.probs, sv.drop_mask, g.dq, g.dk, g.dv};
+    return std::vector<Tensor>{y,    sv.probs, ops::attention_dropout_mask(as, 64, sv.drop),
+                               g.dq, g.dk,     g.dv};
   });
 }
 

@@ -107,9 +107,9 @@ std::vector<FdCase> table() {
                },
                [](const Tensor& dy, const Tensors& in) {
                  Rng rng(42);
-                 Tensor mask;
+                 DropoutMask mask;
                  dropout_forward(in[0], 0.3f, true, rng, &mask);
-                 return Tensors{dropout_backward(dy, mask, 0.3f)};
+                 return Tensors{dropout_backward(dy, mask)};
                }});
   T.push_back({"scale",
                {randn({2, 5}, 9)},

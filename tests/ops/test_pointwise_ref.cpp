@@ -108,14 +108,22 @@ TEST_CASE("pointwise ref vs opt: elementwise, softmax, dropout on odd shapes") {
   for (int64_t n : kOdd) {
     const Tensor x = randn({n, 33}, 14);
     Rng r1(7), r2(7);
-    Tensor m1, m2;
+    ops::DropoutMask m1;
+    Tensor m2;
     const Tensor y1 = O::dropout_forward(x, 0.25f, true, r1, &m1);
     const Tensor y2 = R::dropout_forward(x, 0.25f, true, r2, &m2);
-    CHECK(bit_equal(m1, m2));
+    CHECK(bit_equal(O::dropout_mask_values(m1, x.shape()), m2));
     allclose(y1, y2, 0, 0, "dropout y");
     const Tensor dy = randn(x.shape(), 15);
-    allclose(O::dropout_backward(dy, m1, 0.25f), R::dropout_backward(dy, m2, 0.25f), 0, 0,
-             "dropout dx");
+    // backward: the regenerated mask, and the explicit-mask path, vs the reference
+    allclose(O::dropout_backward(dy, m1), R::dropout_backward(dy, m2, 0.25f), 0, 0, "dropout dx");
+    allclose(O::dropout_backward(dy, m2, 0.25f), R::dropout_backward(dy, m2, 0.25f), 0, 0,
+             "dropout dx (explicit mask)");
+    // a transposed (non-contiguous) input: the mask follows row-major order of the view
+    const Tensor xt = x.transpose(0, 1);
+    Rng r3(8), r4(8);
+    allclose(O::dropout_forward(xt, 0.25f, true, r3),
+             R::dropout_forward(xt, 0.25f, true, r4, nullptr), 0, 0, "dropout y transposed");
   }
 }
 
@@ -330,8 +338,10 @@ TEST_CASE("pointwise bad input: errors name the op, the argument and the shapes"
 TEST_CASE("pointwise dropout: inverted scaling, keep rate, eval identity") {
   const Tensor x = Tensor::ones({200, 100});
   Rng rng(3);
-  Tensor mask;
-  const Tensor y = O::dropout_forward(x, 0.1f, true, rng, &mask);
+  ops::DropoutMask dm;
+  const Tensor y = O::dropout_forward(x, 0.1f, true, rng, &dm);
+  const Tensor mask = O::dropout_mask_values(dm, x.shape());
+  CHECK(dm.n == x.numel());
   double kept = 0.0;
   for (int64_t i = 0; i < y.numel(); ++i) {
     const float m = mask.data()[i];
@@ -343,10 +353,53 @@ TEST_CASE("pointwise dropout: inverted scaling, keep rate, eval identity") {
   CHECK(std::fabs(kept / 20000.0 - 0.9) < 0.011);
   Rng r2(3);
   CHECK(bit_equal(O::dropout_forward(x, 0.1f, true, r2, nullptr), y));  // same seed, same mask
-  Tensor m2;
-  CHECK(bit_equal(O::dropout_forward(x, 0.1f, false, rng, &m2), x));
+  // one key per call: the next call draws a different mask
+  CHECK(!bit_equal(O::dropout_forward(x, 0.1f, true, r2, nullptr), y));
+  // backward = regenerated mask · dy / (1 − p)
+  const Tensor dy = randn(x.shape(), 16);
+  const Tensor dx = O::dropout_backward(dy, dm);
+  bool bw = true;
+  for (int64_t i = 0; i < dx.numel(); ++i)
+    bw &= dx.data()[i] == dy.data()[i] * mask.data()[i] * (1.0f / 0.9f);
+  CHECK(bw);
+  CHECK_THROWS_WITH_AS(O::dropout_backward(Tensor::zeros({3}), dm),
+                       doctest::Contains("dropout_backward: dy [3] has 3 elements"), Error);
+  // eval: x itself, no copy, no mask
+  ops::DropoutMask m2;
+  const Tensor ye = O::dropout_forward(x, 0.1f, false, rng, &m2);
+  CHECK(bit_equal(ye, x));
+  CHECK(ye.shares_storage(x));
   CHECK(!m2.defined());
-  CHECK(bit_equal(O::dropout_backward(x, m2, 0.1f), x));
-  Tensor m3;
+  CHECK(bit_equal(O::dropout_backward(x, m2), x));
+  ops::DropoutMask m3;
   CHECK(bit_equal(O::dropout_forward(x, 1.0f, true, rng, &m3), Tensor::zeros(x.shape())));
+}
+
+TEST_CASE("pointwise dropout: masks independent of the thread count, keep rate in bound") {
+  const Tensor x = randn({1000, 333}, 21);  // 333000 elements: several parallel chunks
+  Tensor y[2], dx[2];
+  const Tensor dy = randn(x.shape(), 22);
+  const int saved_threads = num_threads();
+  for (int t : {1, 2}) {
+    set_num_threads(t);
+    Rng rng(5);
+    ops::DropoutMask m;
+    y[t - 1] = O::dropout_forward(x, 0.3f, true, rng, &m);
+    dx[t - 1] = O::dropout_backward(dy, m);
+  }
+  set_num_threads(saved_threads);
+  CHECK(bit_equal(y[0], y[1]));
+  CHECK(bit_equal(dx[0], dx[1]));
+  // and both equal the serial reference kernel (same key, element by element)
+  Rng rr(5);
+  Tensor rm;
+  CHECK(bit_equal(y[0], R::dropout_forward(x, 0.3f, true, rr, &rm)));
+  CHECK(bit_equal(dx[0], R::dropout_backward(dy, rm, 0.3f)));
+  // keep fraction: 333000 Bernoulli(0.7) draws, std of the mean 0.00079; 5 sigma.
+  Rng rng(6);
+  ops::DropoutMask m;
+  O::dropout_forward(x, 0.3f, true, rng, &m);
+  double kept = 0.0;
+  for (float v : O::dropout_mask_values(m, x.shape()).to_vector()) kept += v;
+  CHECK(std::fabs(kept / 333000.0 - 0.7) < 0.004);
 }
