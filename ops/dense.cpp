@@ -284,24 +284,28 @@ void gemm(const Mat& a, const Mat& b, float* c, const Shape& c_bs, int64_t c_sr,
   gemm_core(a, b, c, c_bs, c_sr, bias, alpha, exact, nullptr, false);
 }
 
-Tensor gemm_weight_new(const Mat& a, const Mat& b, const Tensor& w, const float* bias, bool gelu) {
+namespace {
+// The contiguous [batch..., a.rows, b.cols] result of a *_new GEMM and its batch strides.
+Tensor gemm_result(const Mat& a, const Mat& b, Shape& batch_strides) {
   Shape s = a.bd;
   s.push_back(a.rows);
   s.push_back(b.cols);
-  Tensor c = Tensor::empty(s);
-  Shape cs = contiguous_strides(s);
-  cs.resize(a.bd.size());
+  batch_strides = contiguous_strides(s);
+  batch_strides.resize(a.bd.size());
+  return Tensor::empty(s);
+}
+}  // namespace
+
+Tensor gemm_weight_new(const Mat& a, const Mat& b, const Tensor& w, const float* bias, bool gelu) {
+  Shape cs;
+  Tensor c = gemm_result(a, b, cs);
   gemm_core(a, b, c.data(), cs, b.cols, bias, 1.0f, false, &w, gelu);
   return c;
 }
 
 Tensor gemm_new(const Mat& a, const Mat& b, const float* bias, bool exact) {
-  Shape s = a.bd;
-  s.push_back(a.rows);
-  s.push_back(b.cols);
-  Tensor c = Tensor::empty(s);
-  Shape cs = contiguous_strides(s);
-  cs.resize(a.bd.size());
+  Shape cs;
+  Tensor c = gemm_result(a, b, cs);
   gemm(a, b, c.data(), cs, b.cols, bias, 1.0f, exact);
   return c;
 }
