@@ -194,6 +194,23 @@ BENCHMARK(BM_conv_transpose2d)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
+// Decoder3D's five ConvTranspose1d forwards at S = 224 (SPEC 5.3: k4 s2 p1, L/32 = 1568 doubling
+// to 50176): layer N = 0..4; P = 0 oneDNN's deconvolution, 1 the polyphase GEMMs (ops/conv.cpp).
+static void BM_conv_transpose1d_dec3d(benchmark::State& st) {
+  static const int64_t cin[5] = {1152, 768, 512, 256, 128}, cout[5] = {768, 512, 256, 128, 1152};
+  const int64_t n = st.range(0), L = 1568 << n;
+  Tensor x = rnd({1, cin[n], L}, 1), w = rnd({cin[n], cout[n], 4}, 2), b = rnd({cout[n]}, 3);
+  ops::set_conv_transpose1d_polyphase(st.range(1) != 0);
+  run(st, 2.0 * cin[n] * cout[n] * 4 * L,
+      [&] { benchmark::DoNotOptimize(ops::conv_transpose1d_forward(x, w, b, 2, 1)); });
+  ops::set_conv_transpose1d_polyphase(true);
+  st.SetLabel(st.range(1) ? "polyphase GEMMs" : "oneDNN deconvolution");
+}
+BENCHMARK(BM_conv_transpose1d_dec3d)
+    ->ArgsProduct({{0, 1, 2, 3, 4}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 // conv_transpose1d 1152→768, k4 s2 p1, L = 1568 -> 3136 (Decoder3D at S = 224); 0 fwd, 1 dx, 2 dW
 static void BM_conv_transpose1d(benchmark::State& st) {
   const int64_t L = 1568, mode = st.range(0);

@@ -6,6 +6,7 @@
 //                         only the object valid, like a preprocessed MVTec part) or full
 //                         (plane kept: every position valid, the per-position worst case)
 //   CMDR_BENCH_PROFILE    set: each stage runs once more under the op profiler, table to stderr
+//   CMDR_BENCH_DECONV     polyphase (default) or onednn: Decoder3D's ConvTranspose1d forward path
 //   CMDR_BENCH_PRECISION  fp32 (default) or bf16: the process-wide precision
 //                         (engine/precision.hpp) for the whole run; peak_frac is then taken
 //                         against the bf16 GEMM peak instead of the SGEMM peak.
@@ -95,6 +96,13 @@ std::string set_precision() {
   const char* e = std::getenv("CMDR_BENCH_PRECISION");
   const std::string p = e && *e ? e : "fp32";
   cmdr::set_precision(cmdr::parse_precision(p, "CMDR_BENCH_PRECISION"));
+  // CMDR_BENCH_DECONV=onednn: Decoder3D's ConvTranspose1d forwards on oneDNN's deconvolution
+  // instead of the polyphase GEMMs (ops::set_conv_transpose1d_polyphase), for a side-by-side run.
+  const char* d = std::getenv("CMDR_BENCH_DECONV");
+  const std::string dv = d && *d ? d : "polyphase";
+  CMDR_CHECK(dv == "polyphase" || dv == "onednn", "CMDR_BENCH_DECONV = '", dv,
+             "': expected polyphase (default) or onednn");
+  ops::set_conv_transpose1d_polyphase(dv == "polyphase");
   return p;
 }
 

@@ -8,6 +8,7 @@
 // [Cout, Cin, k...] (o = output channels of the deconvolution), with the same (unflipped)
 // kernel orientation as PyTorch — so we only swap the first two dimensions, by describing
 // the user tensor with permuted strides (no copy; the reorder into oneDNN's layout does it).
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -15,6 +16,7 @@
 #include "engine/precision.hpp"
 #include "engine/profiler.hpp"
 #include "ops/dnnl_common.hpp"
+#include "ops/gemm.hpp"
 #include "ops/ops.hpp"
 
 namespace cmdr::ops {
@@ -211,10 +213,89 @@ void finish(Out& o) {
   if (!o.direct()) du::reorder(o.exec, o.user);
 }
 
+// ConvTranspose1d with kernel 4, stride 2, pad 1 (Decoder3D's five layers, SPEC 5.3) as one
+// GEMM per output parity (polyphase), with W_t = weight[:, :, t] ([Cin, Cout]):
+//   y[:, 2m]     = W_3ᵀ·x[:, m−1] + W_1ᵀ·x[:, m]
+//   y[:, 2m + 1] = W_2ᵀ·x[:, m]   + W_0ᵀ·x[:, m+1]      (x[:, −1] = x[:, L] = 0)
+// i.e. P[r] = A[r]·X[r·Cin : r·Cin + 2Cin] with A[0] = [W_3ᵀ | W_1ᵀ], A[1] = [W_2ᵀ | W_0ᵀ] and
+// X = [x shifted right; x; x shifted left] ([3·Cin, L]), then y[:, 2m + r] = P[r][:, m] + b.
+// Why: oneDNN 2.6's stride-2 deconvolution runs its last layer (128 → 1152, L 25088 → 50176 at
+// S = 224) at ~50 GFLOP/s (ONEDNN_VERBOSE, issue 8) and the others at ~180; the GEMM runs at
+// the matmul rate. Same products and sums (2·Cin terms per output), in another order.
+bool g_polyphase = true;  // set_conv_transpose1d_polyphase
+bool polyphase_k4s2p1(const Geo& g) {
+  return g_polyphase && g.transposed && g.nsp == 1 && g.stride == 2 && g.pad == 1 && g.ws[2] == 4;
+}
+Tensor conv_transpose1d_polyphase(const Geo& g, const Tensor& x, const Tensor& w,
+                                  const Tensor& bias) {
+  const int64_t B = g.B, C = g.Cin, O = g.Cout, L = g.xs[2];
+  Tensor xc = x.contiguous(), wc = w.contiguous();
+  Tensor a = Tensor::empty({2, O, 2 * C});  // the phase weights A[r] [Cout, 2·Cin]
+  const int64_t tap[2][2] = {{3, 1}, {2, 0}};
+  {
+    const float* wp = wc.data();
+    float* ap = a.data();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t r = 0; r < 2; ++r)
+      for (int64_t o = 0; o < O; ++o)
+        for (int64_t h = 0; h < 2; ++h)
+          for (int64_t c = 0; c < C; ++c)
+            ap[(r * O + o) * 2 * C + h * C + c] = wp[(c * O + o) * 4 + tap[r][h]];
+  }
+  Tensor xs = Tensor::empty({3 * C, L});  // [x shifted right; x; x shifted left]
+  constexpr int64_t kChunk = 4096;
+  Tensor ph = Tensor::empty({2, O, std::min(kChunk, L)});  // P[r] for one column block
+  Tensor y = Tensor::empty(g.ys);
+  const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  const float* bp = bc.defined() ? bc.data() : nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = xc.data() + b * C * L;
+    float* xsp = xs.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+      const float* src = xb + c * L;
+      float* right = xsp + c * L;
+      float* mid = xsp + (C + c) * L;
+      float* left = xsp + (2 * C + c) * L;
+      for (int64_t m = 0; m < L; ++m) {
+        right[m] = m > 0 ? src[m - 1] : 0.0f;
+        mid[m] = src[m];
+        left[m] = m + 1 < L ? src[m + 1] : 0.0f;
+      }
+    }
+    // Column blocks of kChunk positions bound the phase buffer (2·Cout·kChunk floats, 38 MB at
+    // Cout = 1152) instead of a second copy of y (231 MB at S = 224).
+    for (int64_t m0 = 0; m0 < L; m0 += kChunk) {
+      const int64_t n = std::min(kChunk, L - m0);
+      for (int64_t r = 0; r < 2; ++r) {  // phase r reads rows [r·Cin, r·Cin + 2Cin) of X
+        // (two GEMMs, not one batched: the phases' X blocks overlap, which oneDNN refuses)
+        detail::Mat am{a.data() + r * O * 2 * C, {}, {}, O, 2 * C, 2 * C, 1};
+        detail::Mat xm{xs.data() + r * C * L + m0, {}, {}, 2 * C, n, L, 1};
+        detail::gemm(am, xm, ph.data() + r * O * n, {}, n);
+      }
+      const float* pp = ph.data();
+      float* yb = y.data() + b * O * 2 * L;
+#pragma omp parallel for schedule(static)
+      for (int64_t o = 0; o < O; ++o) {
+        const float* ev = pp + o * n;
+        const float* od = pp + (O + o) * n;
+        const float bo = bp ? bp[o] : 0.0f;
+        float* yo = yb + o * 2 * L + 2 * m0;
+        for (int64_t m = 0; m < n; ++m) {
+          yo[2 * m] = ev[m] + bo;
+          yo[2 * m + 1] = od[m] + bo;
+        }
+      }
+    }
+  }
+  return y;
+}
+
 template <bool T>
 Tensor conv_forward_impl(const Geo& g, const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_bias(g, bias);
   ProfileScope ps(op_name(g.op), g.flops(), g.bytes());
+  if (polyphase_k4s2p1(g)) return conv_transpose1d_polyphase(g, x, w, bias);
   auto p = fwd_prim<T>(g, bias.defined());
   Tensor xc = x.contiguous(), wc = w.contiguous();
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
@@ -325,6 +406,9 @@ ConvGrads conv_transpose1d_backward(const Tensor& dy, const Tensor& x, const Ten
                                     bool need_dbias) {
   return conv_backward_impl<true>(make_geo(Op::ConvTranspose1d, true, 1, x, weight, stride, pad),
                                   dy, x, weight, need_dx, need_dweight, need_dbias);
+}
+void set_conv_transpose1d_polyphase(bool on) {
+  g_polyphase = on;
 }
 // conv_transpose2d: x [B, Cin, H, W], weight [Cin, Cout, kh, kw] -> [B, Cout, Hout, Wout]
 Tensor conv_transpose2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,

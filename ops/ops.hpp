@@ -114,6 +114,10 @@ Tensor conv_transpose1d_forward(const Tensor& x, const Tensor& weight, const Ten
 ConvGrads conv_transpose1d_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
                                     int64_t stride, int64_t pad, bool need_dx = true,
                                     bool need_dweight = true, bool need_dbias = true);
+// The forward of kernel 4 / stride 2 / pad 1 (Decoder3D, SPEC 5.3) runs as two GEMMs, one per
+// output parity (ops/conv.cpp "polyphase"), not oneDNN's deconvolution; off = oneDNN's path,
+// for benchmarks and tests comparing the two (process-wide, default on; not thread-safe).
+void set_conv_transpose1d_polyphase(bool on);
 // conv_transpose2d: x [B, Cin, H, W], weight [Cin, Cout, kh, kw] -> [B, Cout, Hout, Wout]
 Tensor conv_transpose2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                 int64_t stride, int64_t pad);

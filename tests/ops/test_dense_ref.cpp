@@ -284,6 +284,30 @@ TEST_CASE("dense ops: dropout mask statistics and scaling") {
   CHECK(test::bit_identical(y1, y2));
 }
 
+TEST_CASE("conv_transpose1d k4 s2 p1: polyphase GEMMs and oneDNN deconvolution vs reference") {
+  // The forward of Decoder3D's layers (SPEC 5.3) runs as two GEMMs (ops/conv.cpp); both it and
+  // oneDNN's deconvolution (the path it replaced) must match the reference, batches and the
+  // L = 1 edge (both shifted neighbours are padding) included.
+  Rng rng(11);
+  struct C {
+    Shape x;
+    int64_t cout;
+  };
+  // (L = 9000 spans three of the forward's 4096-position column blocks)
+  for (C c : {C{{2, 40, 300}, 72}, C{{1, 3, 1}, 5}, C{{1, 17, 2}, 33}, C{{2, 4, 9000}, 6}}) {
+    CAPTURE(shape_str(c.x));
+    Tensor x = rnd(c.x, rng), w = rnd({c.x[1], c.cout, 4}, rng), b = rnd({c.cout}, rng);
+    const Tensor yr = ops::ref::conv_transpose1d_forward(x, w, b, 2, 1);
+    check_ref(ops::conv_transpose1d_forward(x, w, b, 2, 1), yr, "polyphase y");
+    check_ref(ops::conv_transpose1d_forward(x, w, Tensor(), 2, 1),
+              ops::ref::conv_transpose1d_forward(x, w, Tensor(), 2, 1), "polyphase y, no bias");
+    ops::set_conv_transpose1d_polyphase(false);
+    const Tensor yd = ops::conv_transpose1d_forward(x, w, b, 2, 1);
+    ops::set_conv_transpose1d_polyphase(true);
+    check_ref(yd, yr, "oneDNN y");
+  }
+}
+
 TEST_CASE("dense ops: determinism (two runs bit-identical)") {
   set_num_threads(2);
   Rng rng(5);
