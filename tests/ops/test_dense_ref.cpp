@@ -301,9 +301,15 @@ TEST_CASE("conv_transpose1d k4 s2 p1: polyphase GEMMs and oneDNN deconvolution v
     check_ref(ops::conv_transpose1d_forward(x, w, b, 2, 1), yr, "polyphase y");
     check_ref(ops::conv_transpose1d_forward(x, w, Tensor(), 2, 1),
               ops::ref::conv_transpose1d_forward(x, w, Tensor(), 2, 1), "polyphase y, no bias");
-    ops::set_conv_transpose1d_polyphase(false);
-    const Tensor yd = ops::conv_transpose1d_forward(x, w, b, 2, 1);
-    ops::set_conv_transpose1d_polyphase(true);
+    struct OneDnnPath {  // restores the default even when the call throws
+      OneDnnPath() { ops::set_conv_transpose1d_polyphase(false); }
+      ~OneDnnPath() { ops::set_conv_transpose1d_polyphase(true); }
+    };
+    Tensor yd;
+    {
+      OneDnnPath path;
+      yd = ops::conv_transpose1d_forward(x, w, b, 2, 1);
+    }
     check_ref(yd, yr, "oneDNN y");
   }
 }
